@@ -1,0 +1,233 @@
+"""The command line: Click commands that parse options, call the library and print.
+
+No math lives here.  Options shared by several commands are defined once (``program_options``,
+``output_options``) so every command spells them the same way.  Heavy modules (NumPy, Rich,
+the parser) are imported inside the commands, so ``gradcli --help`` starts at once.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from . import __version__
+
+FORMATS = ("table", "json", "csv")
+
+
+def _fail(message, code=2):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _warn(messages):
+    for m in messages:
+        click.echo(f"warning: {m}", err=True)
+
+
+def reports_errors(f):
+    """Bad input -> one ``error:`` line (and a caret) on stderr and exit 2, no traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        debug = kwargs.get("debug", False)
+        try:
+            return f(*args, **kwargs)
+        except click.exceptions.ClickException:
+            raise
+        except Exception as e:
+            from .errors import GradcliError
+
+            if debug:
+                raise
+            if isinstance(e, GradcliError):
+                _fail(str(e), e.exit_code)
+            if isinstance(e, (KeyboardInterrupt, BrokenPipeError)):
+                raise
+            _fail(f"internal error: {type(e).__name__}: {e} "
+                  f"(please report it; --debug shows the traceback)")
+
+    return wrapper
+
+
+def program_options(f):
+    """The program and its values: shared by every command that runs a program."""
+    f = click.option("--debug", is_flag=True,
+                     help="Show Python tracebacks instead of one-line errors.")(f)
+    f = click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
+                     show_default=True, help="Floating-point type of every value.")(f)
+    f = click.option("--output", "output", metavar="NAME",
+                     help="Use this named value as the output instead of the last one.")(f)
+    f = click.option("--values", "values_file", metavar="FILE",
+                     help="Read bindings from a JSON object {NAME: VALUE} or an .npz file.")(f)
+    f = click.option("-f", "--file", "program_file", metavar="PATH",
+                     help="Read the program from a file ('-' for stdin); then every "
+                          "argument is a binding.")(f)
+    f = click.argument("args", nargs=-1, metavar="EXPR [NAME=VALUE]...")(f)
+    return f
+
+
+def output_options(f):
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
+                        show_default=True,
+                        help="table for people; json and csv for programs (never coloured).")(f)
+
+
+def _load(args, program_file, values_file):
+    """(program text, bindings) from the arguments and options."""
+    from .errors import BindingError
+    from .values import load_values_file, parse_binding
+
+    args = list(args)
+    if program_file is not None:
+        text = _read_program(program_file)
+    elif not args:
+        raise click.UsageError("missing EXPR (or -f FILE)")
+    else:
+        text = args.pop(0)
+        if text == "-":
+            text = _read_program("-")
+    bindings = load_values_file(values_file) if values_file else {}
+    for arg in args:
+        if "=" not in arg:
+            raise BindingError(f"expected NAME=VALUE, got {arg!r}"
+                               + (" (the program comes from -f, so every argument is a binding)"
+                                  if program_file is not None else ""))
+        name, value = parse_binding(arg)
+        bindings[name] = value
+    return text, bindings
+
+
+def _read_program(path):
+    from .errors import BindingError
+
+    if path == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise BindingError("-f -: no standard input to read the program from")
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise BindingError(f"cannot read the program: no such file {path!r}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BindingError(f"cannot read the program {path!r}: {e}") from None
+
+
+def _wrt(value):
+    if value is None:
+        return None
+    names = [w.strip() for w in value.split(",")]
+    if not all(names):
+        raise click.BadParameter(f"{value!r}: give names separated by commas, like a,b",
+                                 param_hint="--wrt")
+    return names
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gradcli")
+def main():
+    """Differentiate expressions: forward and reverse passes on a computational graph.
+
+    \b
+      gradcli eval '(x+y)*max(y,z)' x=1 y=2 z=0
+      gradcli grad '(x+y)*max(y,z)' x=1 y=2 z=0
+      gradcli grad --format json 'sum(tanh(W @ x + b))' W=@W.npy x=[1,2] b=0
+      gradcli ops
+
+    An EXPR that begins with '-' goes after '--': gradcli grad -- '-x**2' x=3
+    """
+
+
+@main.command("eval")
+@program_options
+@output_options
+@reports_errors
+def eval_cmd(args, program_file, values_file, output, dtype, debug, fmt):
+    """Forward pass: the value of every node of the graph, in topological order.
+
+    Bindings are NAME=VALUE: a number (x=1, t=nan), a JSON list (W=[[1,2],[3,4]]) or a
+    file (W=@w.npy, @data.csv, @v.json, @x.txt).
+    """
+    from . import api
+
+    text, bindings = _load(args, program_file, values_file)
+    res = api.evaluate(text, bindings, output=output, dtype=dtype)
+    _warn(res.warnings)
+    if fmt == "json":
+        from .render import jsonout
+
+        click.echo(jsonout.dumps(jsonout.evaluation(res)))
+    elif fmt == "csv":
+        from .render import csvout
+
+        click.echo(csvout.evaluation(res), nl=False)
+    else:
+        from .render import table
+
+        table.show(table.evaluation(res))
+
+
+@main.command("grad")
+@program_options
+@click.option("--wrt", metavar="A,B", help="Differentiate with respect to these names only "
+              "(variables, or named values of the program).")
+@click.option("--upstream", metavar="VALUE",
+              help="Start the reverse pass from this array (of the output's shape) "
+                   "instead of ones.")
+@output_options
+@reports_errors
+def grad_cmd(args, program_file, values_file, output, dtype, debug, wrt, upstream, fmt):
+    """Forward and reverse pass: the gradient of the output with respect to every input.
+
+    The table shows, node by node from the output back, the upstream gradient that arrives,
+    the local gradient for each input and the downstream gradient sent to it
+    (downstream = upstream x local), then the gradient with respect to each input.  A
+    non-scalar output starts from ones (the gradient of its sum), as
+    y.backward(torch.ones_like(y)) does.
+    """
+    from . import engine
+    from .parse import parse
+    from .values import parse_value
+
+    text, bindings = _load(args, program_file, values_file)
+    seed = parse_value(upstream, "--upstream") if upstream is not None else None
+    res = engine.differentiate(parse(text), bindings, wrt=_wrt(wrt), upstream=seed,
+                               output=output, dtype=dtype, trace=fmt == "table")
+    _warn(res.warnings)
+    if fmt == "json":
+        from .render import jsonout
+
+        click.echo(jsonout.dumps(jsonout.gradients(res)))
+    elif fmt == "csv":
+        from .render import csvout
+
+        click.echo(csvout.gradients(res), nl=False)
+    else:
+        from .render import table
+
+        table.show(table.gradients(res))
+    if res.seed_is_ones and fmt != "table":
+        from .render.table import seed_note
+
+        click.echo(seed_note(res), err=True)
+
+
+@main.command("ops")
+@output_options
+def ops_cmd(fmt):
+    """Every op: its name, arguments, derivative rule and where it is not differentiable."""
+    from .render import opslist
+
+    rows = opslist.rows()
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps({"ops": rows}))
+    elif fmt == "csv":
+        click.echo(opslist.csv_text(rows), nl=False)
+    else:
+        from .render import table
+
+        table.show(opslist.table(rows))

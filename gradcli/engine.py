@@ -1,0 +1,313 @@
+"""The forward and reverse passes, generic over the op library.
+
+Forward: visit the output's ancestors in topological order and compute each node's value
+from its inputs' values.  Reverse: start from the output with a seed gradient (ones, or the
+user's upstream) and walk back; at every node, for each input that leads to a variable we
+differentiate with respect to, **downstream = upstream x local** (an op's VJP), summed into
+that input's gradient where a value fans out to several nodes.
+
+The engine never asks which op a node is: it only reads the op's fields (``forward``,
+``partials`` or ``vjps``).  Warnings (a log of a negative number, an overflow) name the node
+they come from and let the nan or inf flow on, as NumPy does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops as oplib
+from .errors import BindingError, EvalError, GradcliError
+
+__all__ = ["Evaluation", "Gradients", "evaluate", "differentiate"]
+
+DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+class Evaluation:
+    """The forward pass of a program: the value of every node the output depends on."""
+
+    def __init__(self, graph, order, values, output, output_name, dtype, warnings):
+        self.graph = graph
+        self.order = order          # ids of the nodes evaluated, in topological order
+        self.values = values        # node id -> value (None for nodes not evaluated)
+        self.output = output        # id of the output node
+        self.output_name = output_name
+        self.dtype = dtype
+        self.warnings = warnings    # messages about the run (unused bindings, nan, ...)
+
+    @property
+    def value(self):
+        """The output's value: a NumPy array (0-d for a scalar)."""
+        return np.asarray(self.values[self.output])
+
+    def node_value(self, i):
+        return np.asarray(self.values[i])
+
+
+class Gradients(Evaluation):
+    """Forward and reverse pass: every node's gradient and the gradient per variable."""
+
+    def __init__(self, ev, grads, gradients, seed_is_ones, trace):
+        super().__init__(ev.graph, ev.order, ev.values, ev.output, ev.output_name, ev.dtype,
+                         ev.warnings)
+        self.grads = grads              # node id -> d output / d node (None: not needed)
+        self.gradients = gradients      # variable name -> d output / d variable
+        self.seed_is_ones = seed_is_ones  # True when a non-scalar output started from ones
+        self.trace = trace              # per-edge record for tables (None unless asked)
+
+
+class Trace:
+    """What each edge of the reverse pass carried, for the tables that teach it.
+
+    ``local[i][k]`` is node i's local gradient for input k (elementwise ops; else None),
+    ``down[i][k]`` the downstream gradient it sent to input k (None: not sent), and
+    ``into[j]`` the (consumer id, gradient) pairs summed into node j's gradient.
+    """
+
+    def __init__(self):
+        self.local = {}
+        self.down = {}
+        self.into = {}
+
+
+# ---------------------------------------------------------------- forward
+
+def resolve_output(graph, output):
+    if output is None:
+        return graph.output, graph.output_name
+    i = graph.names.get(output)
+    if i is None:
+        names = ", ".join(sorted(graph.names))
+        raise BindingError(f"--output {output}: the program has no value named {output} "
+                           f"(names: {names})")
+    return i, output
+
+
+def bind(graph, order, bindings, dtype, warnings):
+    """Check the bindings against the variables the output needs; cast them to ``dtype``."""
+    from .values import as_array
+
+    nodes = graph.nodes
+    needed = [nodes[i].name for i in order if nodes[i].op is oplib.VAR]
+    missing = [n for n in needed if n not in bindings]
+    if missing:
+        raise BindingError(_unbound_message(missing, bindings))
+    env = {}
+    for name in needed:
+        v = bindings[name]
+        if not (isinstance(v, np.ndarray) and v.dtype == dtype):
+            v = as_array(v, name).astype(dtype)
+        env[name] = v
+    for name in bindings:
+        if name not in env:
+            why = (f"'{name}' is a constant in the language" if name in ("pi", "e")
+                   else "the program does not use it" if name not in graph.names
+                   else "the output does not depend on it")
+            warnings.append(f"binding {name} is not used: {why}")
+    return env
+
+
+def _unbound_message(missing, bindings):
+    import difflib
+
+    parts = []
+    for name in missing:
+        close = difflib.get_close_matches(name, [b for b in bindings if b not in missing],
+                                          n=1, cutoff=0.6)
+        parts.append(f"{name} (did you mean the binding {close[0]}?)" if close else name)
+    plural = "s" if len(missing) > 1 else ""
+    example = " ".join(f"{n}=1" for n in missing[:3])
+    return f"unbound variable{plural}: {', '.join(parts)}; bind as NAME=VALUE, e.g. {example}"
+
+
+def evaluate(graph, bindings, *, output=None, dtype="float64"):
+    """The forward pass: every node the output depends on, in topological order."""
+    dtype = DTYPES[dtype] if isinstance(dtype, str) else np.dtype(dtype).type
+    out, out_name = resolve_output(graph, output)
+    order = graph.ancestors(out)
+    warnings = []
+    env = bind(graph, order, bindings, dtype, warnings)
+    values = _forward(graph, order, env, dtype, warnings)
+    return Evaluation(graph, order, values, out, out_name, dtype, warnings)
+
+
+def _forward(graph, order, env, dtype, warnings):
+    nodes = graph.nodes
+    values = [None] * (order[-1] + 1)
+    VAR, CONST = oplib.VAR, oplib.CONST
+    trouble = []
+    i = -1
+
+    def on_fp_error(kind, flag):  # NumPy calls this when an op makes a nan or an inf
+        trouble.append((i, kind))
+
+    old = np.seterrcall(on_fp_error)
+    try:
+        with np.errstate(over="call", invalid="call", divide="call", under="ignore"):
+            for i in order:
+                node = nodes[i]
+                op = node.op
+                if op is VAR:
+                    values[i] = env[node.name]
+                elif op is CONST:
+                    values[i] = node.value if dtype is np.float64 else node.value.astype(dtype)
+                else:
+                    values[i] = op.forward(*[values[j] for j in node.inputs], *node.params)
+    except GradcliError:
+        raise
+    except Exception as e:
+        raise _op_failure(graph, nodes[i], values, e) from e
+    finally:
+        np.seterrcall(old)
+    if trouble:
+        warnings.extend(_fp_warnings(graph, trouble, values))
+    return values
+
+
+_FP_WORDS = {"invalid value": "gives nan", "divide by zero": "divides by zero (gives inf)",
+             "overflow": "overflows (gives inf)"}
+
+
+def _fp_warnings(graph, trouble, values):
+    seen, out = set(), []
+    for i, kind in trouble:
+        if (i, kind) in seen:
+            continue
+        seen.add((i, kind))
+        node = graph.nodes[i]
+        where = f" outside its domain ({node.op.domain})" if node.op.domain and \
+            kind == "invalid value" else ""
+        v = np.asarray(values[i])
+        bad = int(np.count_nonzero(~np.isfinite(v))) if v.dtype.kind == "f" else 0
+        count = f" in {bad} of {v.size} elements" if v.size > 1 else ""
+        out.append(f"node {i} {graph.source(i, 40)} ({node.op.name}){where} "
+                   f"{_FP_WORDS.get(kind, kind)}{count}")
+    return out
+
+
+def _op_failure(graph, node, values, e):
+    shapes = " and ".join(str(np.shape(values[j])) for j in node.inputs)
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if node.op.elementwise and isinstance(e, ValueError) and len(node.inputs) == 2:
+        reason = f"shapes {shapes} do not broadcast together"
+    elif node.op is oplib.stack and isinstance(e, ValueError):
+        reason = f"items have different shapes: {shapes}"
+    label = graph.source(node.id, 40)
+    return EvalError(f"{label} ({node.op.name}): {reason}", graph.text, node.start)
+
+
+# ---------------------------------------------------------------- reverse
+
+def differentiate(graph, bindings, *, wrt=None, upstream=None, output=None, dtype="float64",
+                  trace=False):
+    """Forward and reverse pass: d output / d each variable in ``wrt`` (default: all)."""
+    ev = evaluate(graph, bindings, output=output, dtype=dtype)
+    targets = _targets(ev, wrt)
+    seed, seed_is_ones = _seed(ev, upstream, ev.values[ev.output])
+    grads, tr = _backward(ev, targets, seed, trace)
+    gradients, seen = {}, set()
+    for name, i in targets.items():
+        g = grads[i] if i is not None else None
+        if g is None:  # the output does not depend on it
+            value = ev.values[i] if i is not None else bindings.get(name, 0.0)
+            g = np.zeros(np.shape(value), dtype=ev.dtype)
+        elif not (isinstance(g, np.ndarray) and g.flags.writeable and g.flags.owndata) \
+                or id(g) in seen:
+            g = np.array(g, dtype=ev.dtype)  # every result its own array, safe to change
+        seen.add(id(g))
+        gradients[name] = g
+    return Gradients(ev, grads, gradients, seed_is_ones, tr)
+
+
+def _targets(ev, wrt):
+    """Name -> node id of what to differentiate with respect to (None: not in the run)."""
+    graph, values = ev.graph, ev.values
+    variables = graph.variables
+    ran = set(ev.order)
+    if wrt is None:
+        return {n: i for n, i in variables.items() if i in ran}
+    targets = {}
+    for name in wrt:
+        i = graph.names.get(name)
+        if i is None:
+            from .parse import _did_you_mean
+
+            choices = ", ".join(variables) or "none"
+            raise BindingError(f"--wrt {name}: the program has no variable or value named "
+                               f"{name}{_did_you_mean(name, list(graph.names))} "
+                               f"(variables: {choices})")
+        if i not in ran:
+            ev.warnings.append(f"{ev.output_name} does not depend on {name}: "
+                               f"its gradient is 0")
+            i = None
+        targets[name] = i
+    return targets
+
+
+def _seed(ev, upstream, out_value):
+    shape = np.shape(out_value)
+    if upstream is None:
+        return np.ones(shape, dtype=ev.dtype), shape != ()
+    from .values import as_array
+
+    seed = as_array(upstream, "--upstream")
+    if seed.shape != shape:
+        if seed.shape != ():
+            raise BindingError(f"--upstream has shape {seed.shape} but the output "
+                               f"{ev.output_name} has shape {shape}")
+        seed = np.full(shape, seed)
+    return np.array(seed, dtype=ev.dtype), False
+
+
+def _backward(ev, targets, seed, record):
+    graph, values, order = ev.graph, ev.values, ev.order
+    nodes = graph.nodes
+    # A node needs a gradient when a target lies at or below it.
+    need = bytearray(len(values))
+    for i in targets.values():
+        if i is not None:
+            need[i] = 1
+    for i in order:
+        if not need[i]:
+            for j in nodes[i].inputs:
+                if need[j]:
+                    need[i] = 1
+                    break
+    grads = [None] * len(values)
+    out = ev.output
+    if need[out]:
+        grads[out] = seed
+    tr = Trace() if record else None
+    sum_to = oplib.sum_to
+    with np.errstate(all="ignore"):  # sqrt'(0) = inf and friends are conventions, not news
+        for i in reversed(order):
+            g = grads[i]
+            node = nodes[i]
+            if g is None or not node.inputs:
+                continue
+            op = node.op
+            xs = [values[j] for j in node.inputs]
+            y = values[i]
+            partials = op.partials
+            for k, j in enumerate(node.inputs):
+                if not need[j]:
+                    continue
+                local = None
+                if partials is not None:
+                    p = partials[k]
+                    if p.__class__ is int:
+                        d = g if p == 1 else -g
+                        local = p
+                    else:
+                        local = p(y, *xs)
+                        d = g * local
+                    shape = xs[k].shape
+                    if d.shape != shape:
+                        d = sum_to(d, shape)
+                else:
+                    d = op.vjps[k](g, y, *xs, *node.params)
+                grads[j] = d if grads[j] is None else grads[j] + d
+                if record:
+                    tr.local.setdefault(i, {})[k] = local
+                    tr.down.setdefault(i, {})[k] = d
+                    tr.into.setdefault(j, []).append((i, d))
+    return grads, tr

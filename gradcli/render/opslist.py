@@ -1,0 +1,59 @@
+"""The op library as rows for ``gradcli ops``: name, call, derivative rule, kinks, domain."""
+from __future__ import annotations
+
+from .. import ops as oplib
+
+
+def _call(op, name):
+    args = list(op.argnames[:op.arity])
+    if op.symbol:
+        return f"{op.symbol}{args[0]}" if op.arity == 1 else f"{args[0]} {op.symbol} {args[1]}"
+    extra = "".join(f"[, {p}]" for p in op.params)
+    return f"{name}({', '.join(args)}{extra})"
+
+
+def _rule(op):
+    names = op.argnames[:op.arity]
+    if len(names) == 1:
+        return f"d/d{names[0]} = {op.formulas[0]}"
+    return "; ".join(f"d/d{n} = {f}" for n, f in zip(names, op.formulas))
+
+
+def rows():
+    out = []
+    for op in oplib.BUILTINS:
+        if not op.public:
+            continue
+        names = sorted({n for (n, _), o in oplib.CALLABLE.items() if o is op}) or [op.name]
+        for name in names:
+            out.append({"name": op.name, "call": _call(op, name), "arity": op.arity,
+                        "derivative": _rule(op), "kinks": op.kinks, "domain": op.domain,
+                        "doc": op.doc})
+    return out
+
+
+def table(rows):
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for col in ("op", "call", "derivative rule", "not differentiable at", "domain"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], Text(r["call"]), Text(r["derivative"]), Text(r["kinks"] or ""),
+                  Text(r["domain"] or ""))
+    return [t]
+
+
+def csv_text(rows):
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["name", "call", "arity", "derivative", "kinks", "domain"])
+    for r in rows:
+        w.writerow([r["name"], r["call"], r["arity"], r["derivative"], r["kinks"] or "",
+                    r["domain"] or ""])
+    return buf.getvalue()

@@ -1,0 +1,178 @@
+"""Results as Rich tables for people; plain aligned text when piped or with NO_COLOR.
+
+The ``grad`` table walks the graph the way the reverse pass does, from the output back, and
+shows at every node the seed's lesson: the upstream gradient that arrives, the local
+gradient for each input, and the downstream gradient sent to each input
+(downstream = upstream x local), with fan-out sums spelled out.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+
+import numpy as np
+
+from . import text as fmt
+
+
+def _plain(stream):
+    return "NO_COLOR" in os.environ or not (hasattr(stream, "isatty") and stream.isatty())
+
+
+def show(renderables, stream=None):
+    """Print Rich renderables: styled on a terminal, plain and unwrapped otherwise."""
+    from rich.console import Console
+
+    stream = stream or sys.stdout
+    if _plain(stream):
+        buf = io.StringIO()
+        console = Console(file=buf, width=400, color_system=None, highlight=False,
+                          emoji=False, markup=False)
+        for r in renderables:
+            console.print(r)
+        stream.write("\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n")
+    else:
+        console = Console(file=stream, highlight=False, emoji=False)
+        for r in renderables:
+            console.print(r)
+
+
+def _table(plain_cols, styled=True):
+    from rich import box
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+              header_style="bold", expand=False)
+    for name, kw in plain_cols:
+        t.add_column(name, **kw)
+    return t
+
+
+def _text(s, style=None):
+    from rich.text import Text
+
+    return Text(s, style=style) if style else Text(s)
+
+
+# ---------------------------------------------------------------- eval
+
+def evaluation(res):
+    graph = res.graph
+    t = _table([("#", {"justify": "right"}), ("node", {}), ("op", {}), ("inputs", {}),
+                ("value", {})])
+    for i in res.order:
+        node = graph.nodes[i]
+        t.add_row(str(i), _text(graph.label(i)), node.op.name,
+                  _text(", ".join(graph.label(j) for j in node.inputs)),
+                  _text(fmt.array(res.values[i])))
+    footer = _text(f"{res.output_name} = {fmt.array(res.values[res.output], small=64)}",
+                   "bold")
+    return [t, footer]
+
+
+# ---------------------------------------------------------------- grad
+
+_CANONICAL = re.compile(r"\b([abcx])\b")
+
+
+_ATOM = re.compile(r"[\w.]+(\([^()]*\))?|\([^()]*\)")
+
+
+def _paren(label):
+    """``label`` as an operand: wrapped in parentheses unless it is a name, number or call."""
+    return label if _ATOM.fullmatch(label) else f"({label})"
+
+
+def _formula(op, k, labels):
+    """The op's rule for input k, with its canonical argument names replaced by labels."""
+    names = dict(zip(op.argnames, labels))
+    text = op.formulas[k] if k < len(op.formulas) else op.formulas[-1]
+    if text in names:
+        return names[text]
+    return _CANONICAL.sub(lambda m: _paren(names.get(m.group(1), m.group(1))), text)
+
+
+def _scalar(*values):
+    return all(np.ndim(v) == 0 for v in values)
+
+
+def _fan_in(graph, into, j):
+    """``2 (via a) + 3 (via b) = 5`` for a value that fans out to several nodes."""
+    parts = sorted(into.get(j, []), key=lambda p: p[0])
+    if len(parts) < 2:
+        return None
+    terms = " + ".join(f"{fmt.array(d)} (via {graph.label(i)})" for i, d in parts)
+    return terms
+
+
+def gradients(res):
+    graph, tr = res.graph, res.trace
+    t = _table([("#", {"justify": "right"}), ("node", {}), ("value", {}),
+                ("upstream", {}), ("local gradient", {}), ("downstream", {})])
+    for i in reversed(res.order):
+        node = graph.nodes[i]
+        g = res.grads[i]
+        if g is None:
+            if node.op.name == "const":
+                continue
+            t.add_row(str(i), _text(graph.label(i)), _text(fmt.array(res.values[i])), "—",
+                      "", "")
+            continue
+        fan = _fan_in(graph, tr.into, i)
+        up = fmt.array(g)
+        if fan:
+            up = f"{fan} = {up}"
+        if i == res.output:
+            up = "1 (start)" if np.ndim(g) == 0 else f"{up} (start)"
+        locs, downs = [], []
+        labels = [graph.label(j) for j in node.inputs]
+        for k, j in enumerate(node.inputs):
+            if k not in tr.down.get(i, {}):
+                continue
+            d = tr.down[i][k]
+            local = tr.local[i][k]
+            if local is not None:
+                lv = fmt.array(local)
+                rule = _formula(node.op, k, labels)
+                locs.append(f"∂/∂{_paren(labels[k])} = {rule}"
+                            + ("" if rule == lv else f" = {lv}"))
+                if _scalar(g, local, d):
+                    downs.append(f"→ {labels[k]}: {fmt.num(g)} × {lv} = {fmt.num(d)}")
+                else:
+                    downs.append(f"→ {labels[k]}: {fmt.array(d)}")
+            else:
+                locs.append(f"∂/∂{_paren(labels[k])}: {_formula(node.op, k, labels)}")
+                downs.append(f"→ {labels[k]}: {fmt.array(d)}")
+        t.add_row(str(i), _text(graph.label(i)), _text(fmt.array(res.values[i])), _text(up),
+                  _text("\n".join(locs)), _text("\n".join(downs)))
+    out = [t]
+    g = _table([("input", {}), ("shape", {}), (f"∂{res.output_name}/∂input", {})])
+    for name, grad in res.gradients.items():
+        i = graph.names[name]
+        fan = _fan_in(graph, tr.into, i)
+        value = fmt.array(grad, small=64)
+        g.add_row(name, fmt.shape_text(grad.shape), _text(f"{fan} = {value}" if fan else value))
+    if res.gradients:
+        out.append(g)
+    else:
+        out.append(_text("(no inputs to differentiate with respect to)"))
+    if res.seed_is_ones:
+        out.append(_text(seed_note(res)))
+    return out
+
+
+def seed_note(res):
+    shape = np.shape(res.values[res.output])
+    return (f"note: {res.output_name} has shape {fmt.shape_text(shape)}, not a scalar: the "
+            f"reverse pass starts from ones, so these are the gradients of "
+            f"sum({res.output_name})")
+
+
+# ---------------------------------------------------------------- messages
+
+def error_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)

@@ -331,6 +331,15 @@ min_all = defop("min", _min_all, arity=1, vjps=(_extreme_vjp,),
 # ------------------------------------------------------------------ linear algebra
 
 def _matmul(a, b):
+    sa, sb = np.shape(a), np.shape(b)
+    if not sa or not sb:
+        raise ValueError(f"@ needs arrays of at least one axis, got shapes {sa} and {sb} "
+                         f"(use * to multiply by a number)")
+    ka, kb = sa[-1], sb[-2] if len(sb) > 1 else sb[0]
+    if ka != kb:
+        which = "second-to-last" if len(sb) > 1 else "only"
+        raise ValueError(f"shapes {sa} and {sb} do not align: the last axis on the left "
+                         f"({ka}) must match the {which} axis on the right ({kb})")
     return np.matmul(a, b)
 
 
@@ -374,6 +383,10 @@ def _swapaxes(x):
 
 
 def _dot(a, b):
+    sa, sb = np.shape(a), np.shape(b)
+    if len(sa) != 1 or sa != sb:
+        raise ValueError(f"dot takes two vectors of one length, got shapes {sa} and {sb} "
+                         f"(use @ for matrices)")
     return np.dot(a, b)
 
 

@@ -13,7 +13,7 @@ def num(x):
 
 
 def shape_text(shape):
-    return "×".join(str(n) for n in shape) if shape else "scalar"
+    return str(tuple(shape)) if shape else "scalar"
 
 
 def array(value, small=8):
@@ -25,8 +25,8 @@ def array(value, small=8):
         return _nested(a)
     flat = a.ravel()
     peek = ", ".join(num(v) for v in flat[:3])
-    return f"{shape_text(a.shape)} [{peek}, …, {num(flat[-1])}]" if a.size > 3 \
-        else f"{shape_text(a.shape)} [{peek}]"
+    dims = "×".join(map(str, a.shape))
+    return f"{dims} [{peek}, …, {num(flat[-1])}]" if a.size > 3 else f"{dims} [{peek}]"
 
 
 def _nested(a):

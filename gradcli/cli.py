@@ -140,7 +140,7 @@ def main():
     """
 
 
-@main.command("eval")
+@main.command("eval", short_help="Forward pass: every node's value.")
 @program_options
 @output_options
 @reports_errors
@@ -169,7 +169,7 @@ def eval_cmd(args, program_file, values_file, output, dtype, debug, fmt):
         table.show(table.evaluation(res))
 
 
-@main.command("grad")
+@main.command("grad", short_help="Forward and reverse pass: every gradient.")
 @program_options
 @click.option("--wrt", metavar="A,B", help="Differentiate with respect to these names only "
               "(variables, or named values of the program).")
@@ -199,22 +199,28 @@ def grad_cmd(args, program_file, values_file, output, dtype, debug, wrt, upstrea
     if fmt == "json":
         from .render import jsonout
 
+        _note_seed(res)
         click.echo(jsonout.dumps(jsonout.gradients(res)))
     elif fmt == "csv":
         from .render import csvout
 
+        _note_seed(res)
         click.echo(csvout.gradients(res), nl=False)
     else:
         from .render import table
 
         table.show(table.gradients(res))
-    if res.seed_is_ones and fmt != "table":
+
+
+def _note_seed(res):
+    """Say on stderr that a non-scalar output started the reverse pass from ones."""
+    if res.seed_is_ones:
         from .render.table import seed_note
 
         click.echo(seed_note(res), err=True)
 
 
-@main.command("ops")
+@main.command("ops", short_help="List the ops and their derivative rules.")
 @output_options
 def ops_cmd(fmt):
     """Every op: its name, arguments, derivative rule and where it is not differentiable."""

@@ -158,7 +158,7 @@ where = defop("where", _where, arity=3, public=False, argnames=("c", "a", "b"),
                     lambda g, out, c, a, b: where(c, 0 * g, g)),
               formulas=("0", "g where c", "g where not c"), doc="a where c else b")
 step = defop("step", _step, arity=1, public=False, partials=(lambda out, x: 0 * x,),
-             formulas=("0",), kinks="x = 0", doc="1 where x > 0, else 0")
+             formulas=("0",), kinks="x = 0", doc="1 if x > 0, else 0")
 sign = defop("sign", _sign, arity=1, public=False, partials=(lambda out, x: 0 * x,),
              formulas=("0",), kinks="x = 0", doc="-1, 0 or 1")
 eq = defop("eq", _eq, arity=2, public=False,
@@ -213,14 +213,12 @@ def _min2(a, b):
 maximum = defop("max", _max2, arity=2,
                 partials=(lambda out, a, b: gt(a, b) + 0.5 * eq(a, b),
                           lambda out, a, b: gt(b, a) + 0.5 * eq(a, b)),
-                formulas=("1 where a > b, 1/2 where a = b, else 0",
-                          "1 where b > a, 1/2 where a = b, else 0"),
+                formulas=("1 if a > b, 1/2 if a = b, else 0", "1 if b > a, 1/2 if a = b, else 0"),
                 kinks="a = b (the gradient is split evenly)", doc="elementwise maximum")
 minimum = defop("min", _min2, arity=2,
                 partials=(lambda out, a, b: gt(b, a) + 0.5 * eq(a, b),
                           lambda out, a, b: gt(a, b) + 0.5 * eq(a, b)),
-                formulas=("1 where a < b, 1/2 where a = b, else 0",
-                          "1 where b < a, 1/2 where a = b, else 0"),
+                formulas=("1 if a < b, 1/2 if a = b, else 0", "1 if b < a, 1/2 if a = b, else 0"),
                 kinks="a = b (the gradient is split evenly)", doc="elementwise minimum")
 
 
@@ -262,7 +260,7 @@ cosh = _unary("cosh", np.cosh, lambda out, x: sinh(x), "sinh(x)")
 tanh = _unary("tanh", np.tanh, lambda out, x: 1 - out * out, "1 - tanh(x)^2")
 sigmoid = _unary("sigmoid", _sigmoid, lambda out, x: out * (1 - out),
                  "sigmoid(x) (1 - sigmoid(x))")
-relu = _unary("relu", _relu, lambda out, x: step(x), "1 where x > 0, else 0",
+relu = _unary("relu", _relu, lambda out, x: step(x), "1 if x > 0, else 0",
               kinks="x = 0 (derivative taken as 0)")
 softplus = _unary("softplus", _softplus, lambda out, x: sigmoid(x), "sigmoid(x)")
 abs = _unary("abs", np.abs, lambda out, x: sign(x), "sign(x)",

@@ -103,8 +103,15 @@ def _fan_in(graph, into, j):
     parts = sorted(into.get(j, []), key=lambda p: p[0])
     if len(parts) < 2:
         return None
-    terms = " + ".join(f"{fmt.array(d)} (via {graph.label(i)})" for i, d in parts)
-    return terms
+    text = ""
+    for n, (i, d) in enumerate(parts):
+        term = fmt.array(d)
+        if n and term.startswith("-") and np.ndim(d) == 0:
+            text += f" - {term[1:]}"
+        else:
+            text += f" + {term}" if n else term
+        text += f" (via {graph.label(i)})"
+    return text
 
 
 def gradients(res):

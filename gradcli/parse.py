@@ -135,8 +135,10 @@ class _Builder:
         last = statements[-1]
         if isinstance(last, _Ex):
             output = self.node(last)
-            name = self.nodes[output].name
-            if name is None or self.nodes[output].op is oplib.VAR:
+            name = self.text[last.start:last.end]
+            if self.names.get(name) != output:  # not just a name: name the output
+                name = self.nodes[output].name
+            if name is None or (self.nodes[output].op is oplib.VAR and name == self.nodes[output].name):
                 name = next(n for n in ("f", "out", "result", "f_out") if n not in self.names)
                 if self.nodes[output].name is None:
                     self.nodes[output].name = name

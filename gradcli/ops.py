@@ -403,8 +403,9 @@ swapaxes = defop("swapaxes", _swapaxes, arity=1, public=False,
 
 # ------------------------------------------------------------------ neural-network ops
 
-def _keep_last(x):
-    return reshape(x, np.shape(x)[:-1] + (1,)) if np.ndim(x) else x
+def _unsqueeze(v):
+    """A reduction's result with its reduced last axis put back (length 1), to broadcast."""
+    return reshape(v, np.shape(v) + (1,))
 
 
 def _softmax(x):
@@ -419,20 +420,21 @@ def _logsumexp(x):
     if np.ndim(x) == 0:
         return x
     m = np.max(x, axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0 * m)  # a row of -inf stays -inf, not nan
-    return np.log(np.sum(np.exp(x - m), axis=-1)) + m[..., 0]
+    m = np.where(np.isfinite(m), m, 0.0)  # a row of -inf gives -inf (and one with inf, inf)
+    with np.errstate(divide="ignore"):    # log(0) = -inf is the right answer there
+        return np.log(np.sum(np.exp(x - m), axis=-1)) + m[..., 0]
 
 
 def _softmax_vjp(g, out, x):
     if np.ndim(x) == 0:
         return 0 * g
-    return out * (g - _keep_last(sum_all(g * out, -1)))
+    return out * (g - _unsqueeze(sum_all(g * out, -1)))
 
 
 def _logsumexp_vjp(g, out, x):
     if np.ndim(x) == 0:
         return g
-    return _keep_last(g) * exp(x - _keep_last(out))
+    return _unsqueeze(g) * exp(x - _unsqueeze(out))
 
 
 softmax = defop("softmax", _softmax, arity=1, vjps=(_softmax_vjp,),

@@ -1,0 +1,798 @@
+"""Gradients of every built-in op: central differences, hand-derived values, conventions.
+
+The first part is driven by the op registry (``gradcli.ops.CALLABLE`` and ``INFIX``): every
+elementwise op is picked up automatically (with a sampling domain from ``UNARY_DOMAINS`` /
+``BINARY_DOMAINS`` when the default one does not fit), every other op has hand-written cases,
+and ``test_every_public_op_is_exercised`` fails when an op of the registry has no case, so an
+op cannot be added without a gradient test.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+import gradcli
+from gradcli import ops as oplib
+from gradcli.errors import GradcliError
+from conftest import numeric_grad
+
+EPS = 1e-6
+RTOL = 1e-6
+ATOL = 1e-8
+
+
+# ====================================================================== helpers
+
+
+class Case(NamedTuple):
+    id: str
+    expr: str
+    bindings: dict
+    covers: tuple  # ("call", name, nargs) | ("infix", name) | ("syntax", "index"|"array")
+
+
+def _result_shape(expr, bindings):
+    return np.shape(gradcli.evaluate(expr, **bindings).value)
+
+
+def _away(rng, shape, lo=0.1, hi=1.5):
+    """Values with lo <= |x| <= hi and random sign: away from the kinks at 0."""
+    return rng.uniform(lo, hi, shape) * rng.choice([-1.0, 1.0], shape)
+
+
+def _distinct(rng, shape, spacing=0.25):
+    """Values whose extremes are unique (no ties within ``spacing``)."""
+    n = int(np.prod(shape, dtype=int))
+    v = (rng.permutation(n) - n / 2) * spacing + rng.uniform(-0.05, 0.05, n)
+    return v.reshape(shape) if shape else float(v[0])
+
+
+def _weights(rng, shape):
+    """A fixed random weight array, so the gradient is not that of a plain sum."""
+    return rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
+
+
+def _fd_check(expr, bindings, rtol=RTOL, atol=ATOL):
+    """gradcli.grad's gradient of every binding against central differences of evaluate."""
+    r = gradcli.grad(expr, **bindings)
+    ref = gradcli.evaluate(expr, **bindings).value
+    np.testing.assert_allclose(r.value, ref, rtol=1e-12, atol=0)
+    assert np.ndim(r.value) == 0, f"{expr}: the checked output should be a scalar"
+    scale = max(1.0, float(np.max(np.abs(ref))))
+    assert set(r.gradients) == set(bindings), (expr, set(r.gradients))
+    for name, value in bindings.items():
+        g = r.gradients[name]
+        assert isinstance(g, np.ndarray), (expr, name, type(g))
+        assert g.shape == np.shape(value), \
+            f"{expr}: gradient of {name} has shape {g.shape}, want {np.shape(value)}"
+        assert g.dtype == np.float64, (expr, name, g.dtype)
+
+        def f(v, name=name):
+            return gradcli.evaluate(expr, **{**bindings, name: v}).value
+
+        num = numeric_grad(f, value, EPS)
+        np.testing.assert_allclose(g, num, rtol=rtol, atol=atol * scale,
+                                   err_msg=f"{expr}: d/d{name}")
+
+
+# ====================================================================== the cases
+
+RNG = np.random.default_rng(20240611)
+
+#: Where to sample one-input elementwise ops (default: |x| in [0.1, 1.5], either sign).
+UNARY_DOMAINS = {
+    "log": lambda rng, s: rng.uniform(0.2, 2.0, s),
+    "sqrt": lambda rng, s: rng.uniform(0.2, 2.0, s),
+    "asin": lambda rng, s: rng.uniform(-0.9, 0.9, s),
+    "acos": lambda rng, s: rng.uniform(-0.9, 0.9, s),
+    "tan": lambda rng, s: _away(rng, s, 0.1, 1.2),
+}
+
+
+def _positive_base(rng, sa, sb):
+    return rng.uniform(0.5, 2.0, sa), rng.uniform(-1.5, 2.0, sb)
+
+
+def _no_ties(rng, sa, sb):
+    while True:
+        a, b = _away(rng, sa, 0.0, 2.0), _away(rng, sb, 0.0, 2.0)
+        if np.min(np.abs(np.subtract(a, b))) > 0.05:
+            return a, b
+
+
+def _nonzero_divisor(rng, sa, sb):
+    return _away(rng, sa), _away(rng, sb, 0.5, 2.0)
+
+
+#: Where to sample two-input elementwise ops, by op name (default: both _away).
+BINARY_DOMAINS = {"pow": _positive_base, "max": _no_ties, "min": _no_ties,
+                  "div": _nonzero_divisor}
+
+UNARY_SHAPES = [(), (5,), (3, 4)]
+BINARY_SHAPES = [((), ()), ((5,), (5,)), ((3, 4), (3, 4)),
+                 ((), (3, 4)), ((3, 4), ()),           # scalar with matrix
+                 ((3, 1), (1, 4)), ((1, 4), (3, 1)),   # both broadcast
+                 ((4,), (3, 4)), ((3, 4), (4,)),       # a row with a matrix
+                 ((2, 1, 4), (3, 1))]                  # rank 3 with rank 2
+
+
+def _sname(shape):
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def _weighted(inner, rng, bindings):
+    """``sum(inner * C)`` with C random of inner's shape, added to bindings."""
+    C = _weights(rng, _result_shape(inner, bindings))
+    return f"sum(({inner}) * C)", {**bindings, "C": C}
+
+
+def _elementwise_cases():
+    rng = RNG
+    cases = []
+    unary = [(("call", name, n), f"{name}(a)", op) for (name, n), op in oplib.CALLABLE.items()
+             if op.elementwise and op.arity == 1 and n == 1]
+    unary += [(("infix", k), "-a", op) for k, op in oplib.INFIX.items()
+              if op.elementwise and op.arity == 1]
+    for key, text, op in unary:
+        sample = UNARY_DOMAINS.get(op.name, _away)
+        for shape in UNARY_SHAPES:
+            expr, b = _weighted(text, rng, {"a": sample(rng, shape)})
+            cases.append(Case(f"{'/'.join(map(str, key))}-{_sname(shape)}", expr, b, (key,)))
+
+    binary = [(("call", name, n), f"{name}(a, b)", op) for (name, n), op in oplib.CALLABLE.items()
+              if op.elementwise and op.arity == 2 and n == 2]
+    binary += [(("infix", k), f"a {op.symbol} b", op) for k, op in oplib.INFIX.items()
+               if op.elementwise and op.arity == 2]
+    for key, text, op in binary:
+        sample = BINARY_DOMAINS.get(op.name, lambda rng, sa, sb: (_away(rng, sa), _away(rng, sb)))
+        for sa, sb in BINARY_SHAPES:
+            a, b = sample(rng, sa, sb)
+            expr, bind = _weighted(text, rng, {"a": a, "b": b})
+            cases.append(Case(f"{'/'.join(map(str, key))}-{_sname(sa)}-{_sname(sb)}",
+                              expr, bind, (key,)))
+    # a negative base with whole-number exponents (constants), and ^ as **
+    for text in ("a ** 2", "a ** 3", "a ** -1", "a ^ 2", "pow(a, 3)"):
+        expr, bind = _weighted(text, rng, {"a": _away(rng, (5,), 0.3, 1.5)})
+        key = ("call", "pow", 2) if text.startswith("pow") else ("infix", "pow")
+        cases.append(Case(f"pow-const-{text}", expr, bind, (key,)))
+    return cases
+
+
+def _reduction_cases():
+    rng = RNG
+    cases = []
+    for name in ("sum", "mean"):
+        for shape in [(), (5,), (3, 4), (2, 3, 4)]:
+            cases.append(Case(f"{name}-all-{_sname(shape)}", f"{name}(a) * c",
+                              {"a": _away(rng, shape), "c": -1.7}, (("call", name, 1),)))
+        for shape, axes in [((5,), (0, -1)), ((3, 4), (0, 1, -1, -2)),
+                            ((2, 3, 4), (0, 1, 2, -1, -2, -3))]:
+            for axis in axes:
+                expr, b = _weighted(f"{name}(a, {axis})", rng, {"a": _away(rng, shape)})
+                cases.append(Case(f"{name}-axis{axis}-{_sname(shape)}", expr, b,
+                                  (("call", name, 2),)))
+    for name in ("max", "min"):
+        for shape in [(), (5,), (3, 4), (2, 3, 4)]:
+            cases.append(Case(f"{name}-all-{_sname(shape)}", f"{name}(a) * c",
+                              {"a": _distinct(rng, shape), "c": 1.3}, (("call", name, 1),)))
+        # the extreme reached through a computation, and mixed with elementwise max/min
+        cases.append(Case(f"{name}-all-of-expr", f"{name}(tanh(a) * 2 + a) * c",
+                          {"a": _distinct(rng, (6,), 0.3), "c": 0.7}, (("call", name, 1),)))
+    return cases
+
+
+MATMUL_SHAPES = [((3, 4), (4, 5)),     # matrix-matrix
+                 ((3, 4), (4,)),       # matrix-vector
+                 ((4,), (4, 5)),       # vector-matrix
+                 ((4,), (4,)),         # vector-vector
+                 ((2, 3, 4), (4, 5)),  # batched
+                 ((2, 3, 4), (2, 4, 5)),
+                 ((1, 3, 4), (2, 4, 5)),
+                 ((3, 4), (2, 4, 5)),
+                 ((2, 3, 4), (4,)),
+                 ((4,), (2, 4, 5))]
+
+
+def _linalg_cases():
+    rng = RNG
+    cases = []
+    for sa, sb in MATMUL_SHAPES:
+        expr, b = _weighted("A @ B", rng, {"A": rng.normal(size=sa), "B": rng.normal(size=sb)})
+        cases.append(Case(f"matmul-{_sname(sa)}-{_sname(sb)}", expr, b, (("infix", "matmul"),)))
+    expr, b = _weighted("tanh(W @ x + b)", rng, {"W": rng.normal(size=(3, 4)),
+                                                  "x": rng.normal(size=4),
+                                                  "b": rng.normal(size=3)})
+    cases.append(Case("matmul-layer", expr, b, (("infix", "matmul"),)))
+    for n in (1, 5):
+        cases.append(Case(f"dot-{n}", "dot(a, b) * c",
+                          {"a": rng.normal(size=n), "b": rng.normal(size=n), "c": 1.9},
+                          (("call", "dot", 2),)))
+    cases.append(Case("dot-fanout", "dot(a, a) * c", {"a": rng.normal(size=4), "c": 0.6},
+                      (("call", "dot", 2),)))
+    for shape in [(), (5,), (3, 4), (2, 3, 4)]:
+        expr, b = _weighted("transpose(a)", rng, {"a": rng.normal(size=shape)})
+        cases.append(Case(f"transpose-{_sname(shape)}", expr, b, (("call", "transpose", 1),)))
+    expr, b = _weighted("transpose(W) @ W", rng, {"W": rng.normal(size=(3, 4))})
+    cases.append(Case("transpose-gram", expr, b,
+                      (("call", "transpose", 1), ("infix", "matmul"))))
+    return cases
+
+
+def _nn_cases():
+    rng = RNG
+    cases = []
+    for name in ("softmax", "logsumexp"):
+        for shape in [(), (5,), (3, 4), (2, 3, 4)]:
+            expr, b = _weighted(f"{name}(a)", rng, {"a": rng.normal(size=shape) * 2})
+            cases.append(Case(f"{name}-{_sname(shape)}", expr, b, (("call", name, 1),)))
+        expr, b = _weighted(f"{name}(a * 30)", rng, {"a": rng.normal(size=5)})
+        cases.append(Case(f"{name}-large", expr, b, (("call", name, 1),)))
+        expr, b = _weighted(f"{name}(a * 30)", rng, {"a": rng.normal(size=(2, 3))})
+        cases.append(Case(f"{name}-large-rows", expr, b, (("call", name, 1),)))
+    return cases
+
+
+def _structure_cases():
+    rng = RNG
+    x, W, T = rng.normal(size=5), rng.normal(size=(3, 4)), rng.normal(size=(2, 3, 4))
+    cases = []
+    for text in ["x[1]", "x[-1]", "W[1, -1]", "x[1:]", "x[:-1]", "x[1:4]", "W[:, 0]",
+                 "x[::2]", "x[::-1]", "W[1]", "W[-1, 1:]", "W[::2, 1:3]", "T[1, :, ::2]",
+                 "T[-1]", "x[0] * x[0] + x[1] * x[0]", "W[:, 0] @ W[:, 1:]"]:
+        expr, b = _weighted(text, rng, {n: v for n, v in (("x", x), ("W", W), ("T", T))
+                                        if re.search(rf"\b{n}\b", text)})
+        cases.append(Case(f"index-{text}", expr, b, (("syntax", "index"),)))
+    s = {n: float(v) for n, v in zip("abcdxy", rng.normal(size=6))}
+    u, v = rng.normal(size=3), rng.normal(size=3)
+    for text, b in [("[x, y]", {"x": s["x"], "y": s["y"]}),
+                    ("[[a, b], [c, d]]", {k: s[k] for k in "abcd"}),
+                    ("[x, 2, y]", {"x": s["x"], "y": s["y"]}),
+                    ("[x, x * y]", {"x": s["x"], "y": s["y"]}),
+                    ("[[a, 2], [b, a]]", {"a": s["a"], "b": s["b"]}),
+                    ("[u, v]", {"u": u, "v": v}),
+                    ("[u, v, [1, 2, 3]]", {"u": u, "v": v}),
+                    ("[[x, y], [y, 1]] @ [x, 3]", {"x": s["x"], "y": s["y"]})]:
+        expr, bind = _weighted(text, rng, b)
+        cases.append(Case(f"array-{text}", expr, bind, (("syntax", "array"),)))
+    return cases
+
+
+def _composite_cases():
+    rng = RNG
+    return [
+        Case("worked-example", "a = x + y\nb = max(y, z)\nf = a * b",
+             {"x": 1.0, "y": 2.0, "z": 0.5}, (("infix", "add"), ("call", "max", 2))),
+        Case("fanout", "a = x * y; f = a * a + a", {"x": 0.7, "y": -1.3},
+             (("infix", "mul"), ("infix", "add"))),
+        Case("mlp", "h = relu(W1 @ x + b1); o = W2 @ h; f = logsumexp(o) - o[1]",
+             {"W1": rng.normal(size=(4, 3)), "x": rng.normal(size=3),
+              "b1": np.array([0.5, 0.6, 0.7, 0.8]), "W2": rng.normal(size=(2, 4))},
+             (("call", "relu", 1), ("call", "logsumexp", 1))),
+        Case("mse", "mean((W @ X - Y) ** 2)",
+             {"W": rng.normal(size=(2, 3)), "X": rng.normal(size=(3, 5)),
+              "Y": rng.normal(size=(2, 5))}, (("call", "mean", 1),)),
+    ]
+
+
+CASES = (_elementwise_cases() + _reduction_cases() + _linalg_cases() + _nn_cases()
+         + _structure_cases() + _composite_cases())
+
+
+def _params(cases):
+    return [pytest.param(c, id=c.id) for c in cases]
+
+
+# ====================================================================== registry coverage
+
+def _required_keys():
+    keys = {("call",) + k for k in oplib.CALLABLE}
+    keys |= {("infix", k) for k in oplib.INFIX}
+    keys |= {("syntax", "index"), ("syntax", "array")}
+    return keys
+
+
+def _exercises(expr, key):
+    """Whether program ``expr`` really applies the op ``key`` names, with that syntax."""
+    nodes = gradcli.compile(expr).nodes
+    kind = key[0]
+    if kind == "call":
+        _, name, n = key
+        op = oplib.CALLABLE[(name, n)]
+        return (re.search(rf"(?<![\w]){re.escape(name)}\s*\(", expr) is not None
+                and any(nd.op is op and len(nd.inputs) + len(nd.params) == n for nd in nodes))
+    if kind == "infix":
+        op = oplib.INFIX[key[1]]
+        symbols = {"**", "^"} if op is oplib.pow else {op.symbol}
+        return any(s in expr for s in symbols) and any(nd.op is op for nd in nodes)
+    op = {"index": oplib.index, "array": oplib.stack}[key[1]]
+    return any(nd.op is op for nd in nodes)
+
+
+def test_every_public_op_is_exercised():
+    covered = {k for c in CASES for k in c.covers}
+    missing = _required_keys() - covered
+    assert not missing, f"ops of the registry without a gradient test case: {sorted(missing)}"
+
+
+def test_every_public_op_is_reachable_from_the_language():
+    reachable = set(map(id, oplib.CALLABLE.values())) | set(map(id, oplib.INFIX.values()))
+    unreachable = [op.name for op in oplib.BUILTINS if op.public and id(op) not in reachable]
+    assert not unreachable, f"public ops neither callable nor infix: {unreachable}"
+
+
+@pytest.mark.parametrize("case", _params(CASES))
+def test_case_exercises_the_ops_it_claims(case):
+    for key in case.covers:
+        assert _exercises(case.expr, key), f"{case.expr!r} does not exercise {key}"
+
+
+def test_case_ids_are_unique():
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids))
+
+
+# ====================================================================== finite differences
+
+@pytest.mark.parametrize("case", _params(CASES))
+def test_vjp_matches_central_differences(case):
+    _fd_check(case.expr, case.bindings)
+
+
+@pytest.mark.parametrize("case", _params(CASES))
+def test_float32_matches_float64(case):
+    r64 = gradcli.grad(case.expr, **case.bindings)
+    r32 = gradcli.grad(case.expr, dtype="float32", **case.bindings)
+    assert r32.value.dtype == np.float32
+    scale = max(1.0, float(np.max(np.abs(r64.value))))
+    np.testing.assert_allclose(r32.value, r64.value, rtol=1e-4, atol=1e-5 * scale)
+    for name, g64 in r64.gradients.items():
+        g32 = r32.gradients[name]
+        assert g32.dtype == np.float32, (case.expr, name, g32.dtype)
+        assert g32.shape == g64.shape
+        gscale = max(1.0, float(np.max(np.abs(g64))))
+        np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5 * gscale,
+                                   err_msg=f"{case.expr}: d/d{name}")
+
+
+# ====================================================================== hand-derived values
+
+def _g(r, name):
+    return r.gradients[name]
+
+
+def test_worked_example_max():
+    r = gradcli.grad("(x+y)*max(y,z)", x=1, y=2, z=0)
+    assert float(r.value) == pytest.approx(6.0)
+    assert float(_g(r, "x")) == pytest.approx(2.0)
+    assert float(_g(r, "y")) == pytest.approx(5.0)
+    assert float(_g(r, "z")) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_worked_example_statements():
+    r = gradcli.grad("a = x + y\nb = max(y, z)\nf = a * b", x=1, y=2, z=0)
+    assert float(r.value) == pytest.approx(6.0)
+    assert [float(_g(r, n)) for n in "xyz"] == pytest.approx([2.0, 5.0, 0.0])
+
+
+def test_worked_example_mul():
+    r = gradcli.grad("(x+y)*z", x=1, y=3, z=-3)
+    assert float(r.value) == pytest.approx(-12.0)
+    assert [float(_g(r, n)) for n in "xyz"] == pytest.approx([-3.0, -3.0, 4.0])
+
+
+def test_polynomial_vector():
+    r = gradcli.grad("x**2 + 2*x + 1", x=[2, 3])
+    np.testing.assert_allclose(r.value, [9.0, 16.0], rtol=1e-12)
+    np.testing.assert_allclose(_g(r, "x"), [6.0, 8.0], rtol=1e-12)
+
+
+def test_negated_square():
+    r = gradcli.grad("-x**2", x=3)  # -(x**2)
+    assert float(r.value) == pytest.approx(-9.0)
+    assert float(_g(r, "x")) == pytest.approx(-6.0)
+
+
+@pytest.mark.parametrize("expr, x, value, slope", [
+    ("sigmoid(x)", 0.0, 0.5, 0.25),
+    ("tanh(x)", 0.0, 0.0, 1.0),
+    ("exp(x)", 0.0, 1.0, 1.0),
+    ("log(x)", 2.0, math.log(2), 0.5),
+    ("sqrt(x)", 4.0, 2.0, 0.25),
+    ("x ** 3", 2.0, 8.0, 12.0),
+    ("1 / x", 2.0, 0.5, -0.25),
+    ("sin(x)", 0.0, 0.0, 1.0),
+    ("cos(x)", 0.0, 1.0, 0.0),
+    ("tan(x)", 0.0, 0.0, 1.0),
+    ("asin(x)", 0.0, 0.0, 1.0),
+    ("acos(x)", 0.0, math.pi / 2, -1.0),
+    ("atan(x)", 1.0, math.pi / 4, 0.5),
+    ("sinh(x)", 0.0, 0.0, 1.0),
+    ("cosh(x)", 0.0, 1.0, 0.0),
+    ("softplus(x)", 0.0, math.log(2), 0.5),
+    ("relu(x)", 2.0, 2.0, 1.0),
+    ("relu(x)", -2.0, 0.0, 0.0),
+    ("abs(x)", -2.0, 2.0, -1.0),
+    ("pow(x, 2)", -3.0, 9.0, -6.0),
+    ("2 ** x", 3.0, 8.0, 8 * math.log(2)),
+    ("x ** x", 1.0, 1.0, 1.0),
+    ("pi * x", 1.0, math.pi, math.pi),
+    ("e ** x", 1.0, math.e, math.e),
+])
+def test_scalar_derivatives_by_hand(expr, x, value, slope):
+    r = gradcli.grad(expr, x=x)
+    assert float(r.value) == pytest.approx(value, rel=1e-12, abs=1e-15)
+    assert float(_g(r, "x")) == pytest.approx(slope, rel=1e-12, abs=1e-15)
+
+
+def test_softmax_weighted_sum_by_hand():
+    # s = softmax([0, log 3]) = [1/4, 3/4]; d/dx sum(s * w) = s * (w - s.w), w = [1, 0]
+    r = gradcli.grad("sum(softmax(x) * w)", x=[0.0, math.log(3)], w=[1.0, 0.0])
+    assert float(r.value) == pytest.approx(0.25)
+    np.testing.assert_allclose(_g(r, "x"), [3 / 16, -3 / 16], rtol=1e-12)
+    np.testing.assert_allclose(_g(r, "w"), [0.25, 0.75], rtol=1e-12)
+
+
+def test_logsumexp_by_hand():
+    r = gradcli.grad("logsumexp(x)", x=[0.0, math.log(3)])
+    assert float(r.value) == pytest.approx(math.log(4))
+    np.testing.assert_allclose(_g(r, "x"), [0.25, 0.75], rtol=1e-12)
+
+
+def test_mean_of_matrix_is_one_sixth_everywhere():
+    r = gradcli.grad("mean(W)", W=np.arange(6.0).reshape(2, 3))
+    assert float(r.value) == pytest.approx(2.5)
+    np.testing.assert_allclose(_g(r, "W"), np.full((2, 3), 1 / 6), rtol=1e-12)
+
+
+def test_mean_along_an_axis_by_hand():
+    r = gradcli.grad("sum(mean(W, 0) * [1, 2, 3])", W=np.ones((2, 3)))
+    np.testing.assert_allclose(_g(r, "W"), [[0.5, 1.0, 1.5], [0.5, 1.0, 1.5]], rtol=1e-12)
+
+
+def test_fan_out_by_hand():
+    # a = x y = 6; f = a^2 + a = 42; df/da = 2a + 1 = 13
+    r = gradcli.grad("a = x*y; f = a*a + a", x=2, y=3)
+    assert float(r.value) == pytest.approx(42.0)
+    assert float(_g(r, "x")) == pytest.approx(39.0)
+    assert float(_g(r, "y")) == pytest.approx(26.0)
+
+
+def test_same_variable_twice():
+    r = gradcli.grad("x * x + x", x=3)
+    assert float(_g(r, "x")) == pytest.approx(7.0)
+
+
+def test_matrix_vector_by_hand():
+    W, x = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([5.0, 6.0])
+    r = gradcli.grad("sum(W @ x)", W=W, x=x)
+    assert float(r.value) == pytest.approx(17 + 39)
+    np.testing.assert_allclose(_g(r, "W"), [[5.0, 6.0], [5.0, 6.0]], rtol=1e-12)
+    np.testing.assert_allclose(_g(r, "x"), [4.0, 6.0], rtol=1e-12)
+
+
+def test_broadcast_gradient_is_summed_back():
+    # d/db sum((W + b) * C) for b of shape (3,) added to every row: the column sums of C
+    C = np.arange(6.0).reshape(2, 3)
+    r = gradcli.grad("sum((W + b) * C)", W=np.zeros((2, 3)), b=np.zeros(3), C=C)
+    np.testing.assert_allclose(_g(r, "b"), [3.0, 5.0, 7.0], rtol=1e-12)
+    r = gradcli.grad("sum((W * s) * C)", W=np.ones((2, 3)), s=2.0, C=C)
+    assert _g(r, "s").shape == ()
+    assert float(_g(r, "s")) == pytest.approx(15.0)
+
+
+def test_index_and_array_by_hand():
+    r = gradcli.grad("x[0] * x[2] + x[-1]", x=[2.0, 5.0, 3.0, 7.0])
+    np.testing.assert_allclose(_g(r, "x"), [3.0, 0.0, 2.0, 1.0], rtol=1e-12)
+    r = gradcli.grad("sum([[a, b], [b, 1]] @ [1, 2])", a=0.5, b=4.0)
+    # [[a, b], [b, 1]] @ [1, 2] = [a + 2b, b + 2]
+    assert float(r.value) == pytest.approx(0.5 + 8 + 6)
+    assert float(_g(r, "a")) == pytest.approx(1.0)
+    assert float(_g(r, "b")) == pytest.approx(3.0)
+
+
+# ====================================================================== conventions
+
+@pytest.mark.parametrize("expr, x, slope", [
+    ("relu(x)", 0.0, 0.0),
+    ("abs(x)", 0.0, 0.0),
+    ("max(x, x)", 1.5, 1.0),
+    ("min(x, x)", 1.5, 1.0),
+    ("max(x, 0)", 0.0, 0.5),
+    ("min(x, 0)", 0.0, 0.5),
+    ("max(0, x)", 0.0, 0.5),
+    ("x ** 2", 0.0, 0.0),
+    ("x ** 1", 0.0, 1.0),
+    ("x ** 0", 0.0, 0.0),
+    ("x ** 0", 2.0, 0.0),
+])
+def test_kink_conventions(expr, x, slope):
+    r = gradcli.grad(expr, x=x)
+    g = float(_g(r, "x"))
+    assert not math.isnan(g)
+    assert g == pytest.approx(slope, abs=1e-15)
+
+
+@pytest.mark.parametrize("expr", ["sqrt(x)", "x ** 0.5"])
+def test_sqrt_slope_at_zero_is_inf(expr):
+    r = gradcli.grad(expr, x=0.0)
+    assert float(r.value) == 0.0
+    assert float(_g(r, "x")) == math.inf
+
+
+def test_kinks_in_vectors():
+    r = gradcli.grad("relu(x)", x=[-1.0, 0.0, 2.0])
+    np.testing.assert_array_equal(_g(r, "x"), [0.0, 0.0, 1.0])
+    r = gradcli.grad("abs(x)", x=[-2.0, 0.0, 3.0])
+    np.testing.assert_array_equal(_g(r, "x"), [-1.0, 0.0, 1.0])
+    r = gradcli.grad("sqrt(x)", x=[0.0, 4.0])
+    np.testing.assert_allclose(_g(r, "x"), [math.inf, 0.25])
+
+
+def test_elementwise_max_min_ties_split_evenly():
+    r = gradcli.grad("max(x, y)", x=2.0, y=2.0)
+    assert [float(_g(r, "x")), float(_g(r, "y"))] == pytest.approx([0.5, 0.5])
+    r = gradcli.grad("min(x, y)", x=2.0, y=2.0)
+    assert [float(_g(r, "x")), float(_g(r, "y"))] == pytest.approx([0.5, 0.5])
+    r = gradcli.grad("max(x, 0)", x=[-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(_g(r, "x"), [0.0, 0.5, 1.0])
+    # a broadcast scalar collects its share from every element
+    r = gradcli.grad("min(x, y)", x=[1.0, 1.0, 3.0], y=1.0)
+    np.testing.assert_allclose(_g(r, "x"), [0.5, 0.5, 0.0])
+    assert float(_g(r, "y")) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("expr, x, want", [
+    ("max(x)", [1.0, 3.0, 3.0], [0.0, 0.5, 0.5]),
+    ("min(x)", [2.0, 1.0, 1.0], [0.0, 0.5, 0.5]),
+    ("max(x)", [2.0, 2.0, 2.0], [1 / 3, 1 / 3, 1 / 3]),
+    ("min(x)", [[1.0, 3.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]),
+    ("max(x)", [[1.0, 3.0], [3.0, 0.0]], [[0.0, 0.5], [0.5, 0.0]]),
+    ("max(x)", [1.0, 3.0, 2.0], [0.0, 1.0, 0.0]),
+])
+def test_reduction_ties_split_evenly(expr, x, want):
+    r = gradcli.grad(expr, x=x)
+    assert float(r.value) == pytest.approx(float(np.max(x) if "max" in expr else np.min(x)))
+    np.testing.assert_allclose(_g(r, "x"), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("expr", ["a ** b", "pow(a, b)"])
+@pytest.mark.parametrize("a, b, value, da, db", [
+    (0.0, 0.0, 1.0, 0.0, 0.0),           # d/da 0^0 = 0 and d/db 0^0 = 0
+    (0.0, 2.0, 0.0, 0.0, 0.0),           # d/db at a = 0, b > 0 is 0
+    (0.0, 1.0, 0.0, 1.0, 0.0),
+    (0.0, 0.5, 0.0, math.inf, 0.0),
+    (2.0, 0.0, 1.0, 0.0, math.log(2)),
+    (2.0, 3.0, 8.0, 12.0, 8 * math.log(2)),
+    (-2.0, 2.0, 4.0, -4.0, math.nan),    # log of a negative base: nan, as PyTorch
+    (0.0, -1.0, math.inf, -math.inf, -math.inf),
+])
+def test_pow_conventions(expr, a, b, value, da, db):
+    r = gradcli.grad(expr, a=a, b=b)
+    np.testing.assert_allclose(r.value, value, rtol=1e-12)
+    np.testing.assert_allclose(_g(r, "a"), da, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(_g(r, "b"), db, rtol=1e-12, atol=1e-15)
+
+
+def test_pow_conventions_elementwise():
+    r = gradcli.grad("a ** b", a=[0.0, 0.0, 0.0, 3.0], b=[0.0, 1.0, 2.0, 0.0])
+    np.testing.assert_allclose(r.value, [1.0, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(_g(r, "a"), [0.0, 1.0, 0.0, 0.0], atol=1e-15)
+    np.testing.assert_allclose(_g(r, "b"), [0.0, 0.0, 0.0, math.log(3)], atol=1e-15)
+
+
+# ====================================================================== stability
+
+def test_logsumexp_large_equal():
+    r = gradcli.grad("logsumexp(x)", x=[1000.0, 1000.0])
+    assert float(r.value) == pytest.approx(1000 + math.log(2), rel=1e-15)
+    np.testing.assert_allclose(_g(r, "x"), [0.5, 0.5], rtol=1e-12)
+    r = gradcli.grad("logsumexp(x)", x=[-1000.0, -1000.0])
+    assert float(r.value) == pytest.approx(-1000 + math.log(2), rel=1e-15)
+    np.testing.assert_allclose(_g(r, "x"), [0.5, 0.5], rtol=1e-12)
+
+
+LARGE_ROWS = np.array([[1000.0, 1000.0, 1000.0], [-1000.0, 0.0, 1000.0]])
+
+
+def test_logsumexp_rows_large_value():
+    v = gradcli.evaluate("logsumexp(X)", X=LARGE_ROWS).value
+    assert v.shape == (2,)
+    np.testing.assert_allclose(v, [1000 + math.log(3), 1000.0], rtol=1e-15)
+    s = gradcli.evaluate("softmax(X)", X=LARGE_ROWS).value
+    np.testing.assert_allclose(s, [[1 / 3] * 3, [0.0, 0.0, 1.0]], rtol=1e-12, atol=1e-300)
+
+
+def test_logsumexp_rows_large_gradient():
+    r = gradcli.grad("sum(logsumexp(X))", X=LARGE_ROWS)
+    np.testing.assert_allclose(_g(r, "X"), [[1 / 3] * 3, [0.0, 0.0, 1.0]], atol=1e-15)
+
+
+def test_softmax_rows_gradient_by_hand():
+    # rows [0, log 3] and [log 3, 0]: s = [1/4, 3/4] and [3/4, 1/4]; weights w = [1, 0]
+    X = np.array([[0.0, math.log(3)], [math.log(3), 0.0]])
+    r = gradcli.grad("sum(softmax(X) * [[1, 0], [1, 0]])", X=X)
+    np.testing.assert_allclose(_g(r, "X"), [[3 / 16, -3 / 16], [3 / 16, -3 / 16]],
+                               rtol=1e-12)
+
+
+def test_softmax_large_inputs():
+    x = [1000.0, 1001.0, 999.0]
+    v = gradcli.evaluate("softmax(x)", x=x).value
+    assert np.all(np.isfinite(v))
+    assert float(np.sum(v)) == pytest.approx(1.0, rel=1e-12)
+    want = np.exp(np.array(x) - 1001.0)
+    np.testing.assert_allclose(v, want / want.sum(), rtol=1e-12)
+    w = np.array([1.0, -2.0, 0.5])
+    r = gradcli.grad("sum(softmax(x) * w)", x=x, w=w)
+    s = want / want.sum()
+    assert np.all(np.isfinite(_g(r, "x")))
+    np.testing.assert_allclose(_g(r, "x"), s * (w - s @ w), rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("x, value", [(-1000.0, 0.0), (1000.0, 1.0), (-40.0, math.exp(-40))])
+def test_sigmoid_saturates_without_nan(x, value):
+    r = gradcli.grad("sigmoid(x)", x=x)
+    assert not r.warnings or all("nan" not in w for w in r.warnings)
+    assert float(r.value) == pytest.approx(value, rel=1e-12, abs=0)
+    g = float(_g(r, "x"))
+    assert math.isfinite(g)
+    assert g == pytest.approx(value * (1 - value), rel=1e-12, abs=1e-300)
+
+
+@pytest.mark.parametrize("x, value, slope", [(1000.0, 1000.0, 1.0), (-1000.0, 0.0, 0.0),
+                                             (50.0, 50.0, 1.0)])
+def test_softplus_extremes(x, value, slope):
+    r = gradcli.grad("softplus(x)", x=x)
+    assert float(r.value) == pytest.approx(value, rel=1e-12, abs=1e-300)
+    assert float(_g(r, "x")) == pytest.approx(slope, rel=1e-12, abs=1e-300)
+
+
+def test_logsumexp_of_all_minus_inf_is_minus_inf():
+    v = gradcli.evaluate("logsumexp(x)", x=[-np.inf, -np.inf]).value
+    assert float(v) == -np.inf
+
+
+def test_logsumexp_row_of_minus_inf_is_minus_inf():
+    X = np.array([[-np.inf, -np.inf], [0.0, 0.0]])
+    v = gradcli.evaluate("logsumexp(X)", X=X).value
+    assert not np.any(np.isnan(v))
+    assert v[0] == -np.inf
+    assert v[1] == pytest.approx(math.log(2))
+
+
+def test_logsumexp_with_plus_inf_is_plus_inf():
+    # as torch.logsumexp and scipy.special.logsumexp
+    assert float(gradcli.evaluate("logsumexp(x)", x=[np.inf, 1.0]).value) == np.inf
+
+
+def test_logsumexp_with_some_minus_inf():
+    r = gradcli.grad("logsumexp(x)", x=[-np.inf, 0.0, 0.0])
+    assert float(r.value) == pytest.approx(math.log(2))
+    np.testing.assert_allclose(_g(r, "x"), [0.0, 0.5, 0.5], rtol=1e-12)
+
+
+def test_logsumexp_minus_inf_row_leaves_other_rows_gradient():
+    X = np.array([[-np.inf, -np.inf], [0.0, 0.0]])
+    r = gradcli.grad("sum(logsumexp(X))", X=X)
+    np.testing.assert_allclose(_g(r, "X")[1], [0.5, 0.5], rtol=1e-12)
+
+
+# ====================================================================== dtype
+
+DTYPE_PROGRAMS = [
+    ("sum(tanh(W @ x + b))", ("W", (3, 4)), ("x", (4,)), ("b", (3,))),
+    ("sum(softmax(W @ x) * c) + logsumexp(x)", ("W", (3, 4)), ("x", (4,)), ("c", (3,))),
+    ("mean(sigmoid(x) * exp(-x) + softplus(x) / 3) + max(x) - min(x)", ("x", (2, 5))),
+    ("sum(sqrt(x * x + 1) ** 1.5) + dot(x[0], x[1])", ("x", (2, 5))),
+]
+
+
+@pytest.mark.parametrize("program", DTYPE_PROGRAMS, ids=[p[0] for p in DTYPE_PROGRAMS])
+def test_float32(program):
+    expr, *specs = program
+    rng = np.random.default_rng(7)
+    b = {n: rng.normal(size=s) for n, s in specs}
+    r64 = gradcli.grad(expr, **b)
+    r32 = gradcli.grad(expr, dtype="float32", **b)
+    assert r64.value.dtype == np.float64
+    assert r32.value.dtype == np.float32
+    np.testing.assert_allclose(r32.value, r64.value, rtol=1e-5)
+    assert set(r32.gradients) == set(b)
+    for n in b:
+        assert r32.gradients[n].dtype == np.float32
+        assert r64.gradients[n].dtype == np.float64
+        np.testing.assert_allclose(r32.gradients[n], r64.gradients[n], rtol=1e-5, atol=1e-6)
+    ev = gradcli.evaluate(expr, dtype="float32", **b)
+    assert ev.value.dtype == np.float32
+
+
+# ====================================================================== non-scalar outputs
+
+def test_nonscalar_output_gradient_is_that_of_the_sum():
+    x = np.random.default_rng(3).normal(size=(2, 3))
+    r = gradcli.grad("tanh(x)", x=x)
+    rs = gradcli.grad("sum(tanh(x))", x=x)
+    assert r.value.shape == (2, 3)
+    np.testing.assert_allclose(r.value, np.tanh(x), rtol=1e-12)
+    np.testing.assert_allclose(r.gradients["x"], rs.gradients["x"], rtol=1e-12)
+    np.testing.assert_allclose(r.gradients["x"], 1 - np.tanh(x) ** 2, rtol=1e-12)
+
+
+def test_upstream_weights_the_output():
+    rng = np.random.default_rng(4)
+    x, u = rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
+    r = gradcli.grad("tanh(x)", x=x, upstream=u)
+    rs = gradcli.grad("sum(tanh(x) * u)", x=x, u=u)
+    np.testing.assert_allclose(r.gradients["x"], rs.gradients["x"], rtol=1e-12)
+    r = gradcli.grad("tanh(x)", x=x, upstream=u.tolist())
+    np.testing.assert_allclose(r.gradients["x"], rs.gradients["x"], rtol=1e-12)
+    # a scalar output with upstream 3: three times the gradient
+    r = gradcli.grad("sum(x * x)", x=x, upstream=3.0)
+    np.testing.assert_allclose(r.gradients["x"], 6 * x, rtol=1e-12)
+
+
+def test_upstream_of_the_wrong_shape_is_an_error():
+    with pytest.raises(GradcliError):
+        gradcli.grad("tanh(x)", x=np.zeros((2, 3)), upstream=np.ones((3, 2)))
+
+
+def test_wrt_chooses_the_variables():
+    r = gradcli.grad("x * y + z", x=2.0, y=3.0, z=1.0, wrt=["x"])
+    assert set(r.gradients) == {"x"}
+    assert float(r.gradients["x"]) == pytest.approx(3.0)
+    r = gradcli.grad("x * y + z", x=2.0, y=3.0, z=1.0, wrt="y,z")
+    assert set(r.gradients) == {"y", "z"}
+    assert float(r.gradients["y"]) == pytest.approx(2.0)
+    assert float(r.gradients["z"]) == pytest.approx(1.0)
+    r = gradcli.grad("x * y + z", x=2.0, y=3.0, z=1.0)
+    assert set(r.gradients) == {"x", "y", "z"}
+
+
+# ====================================================================== independence
+
+@pytest.mark.parametrize("expr, shapes", [
+    ("x + y", {"x": (3,), "y": (3,)}),
+    ("x - y", {"x": (3,), "y": (3,)}),
+    ("x + y", {"x": (2, 3), "y": ()}),
+    ("x + y + x", {"x": (3,), "y": (3,)}),
+    ("sum(x) + sum(y)", {"x": (3,), "y": (2, 2)}),
+    ("x", {"x": (3,)}),
+    ("[x, y]", {"x": (), "y": ()}),
+    ("x[0] + y", {"x": (3,), "y": ()}),
+    ("mean(x) + max(y)", {"x": (3,), "y": (3,)}),
+    ("dot(x, y)", {"x": (3,), "y": (3,)}),
+])
+def test_gradients_are_independent_writeable_arrays(expr, shapes):
+    rng = np.random.default_rng(5)
+    b = {n: rng.normal(size=s) for n, s in shapes.items()}
+    before = {n: v.copy() for n, v in b.items()}
+    r = gradcli.grad(expr, **b)
+    value = r.value.copy()
+    grads = r.gradients
+    snap = {n: g.copy() for n, g in grads.items()}
+    for n, g in grads.items():
+        assert isinstance(g, np.ndarray) and g.flags.writeable, (expr, n)
+        for m, other in grads.items():
+            if m != n:
+                assert not np.shares_memory(g, other), (expr, n, m)
+        for m, v in b.items():
+            assert not np.shares_memory(g, v), (expr, n, "binding", m)
+    for n in grads:
+        grads[n][...] = 123.0
+        for m in grads:
+            if m != n:
+                np.testing.assert_array_equal(grads[m], snap[m])
+        grads[n][...] = snap[n]
+    for n, g in grads.items():
+        g[...] = -7.0
+    np.testing.assert_array_equal(r.value, value)
+    for n in b:
+        np.testing.assert_array_equal(b[n], before[n])
+    # nothing cached by the parser or the engine was changed
+    again = gradcli.grad(expr, **b)
+    for n, g in snap.items():
+        np.testing.assert_array_equal(again.gradients[n], g)

@@ -12,6 +12,8 @@ they come from and let the nan or inf flow on, as NumPy does.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import ops as oplib
@@ -25,7 +27,8 @@ DTYPES = {"float64": np.float64, "float32": np.float32}
 class Evaluation:
     """The forward pass of a program: the value of every node the output depends on."""
 
-    def __init__(self, graph, order, values, output, output_name, dtype, warnings):
+    def __init__(self, graph, order, values, output, output_name, dtype, warnings,
+                 states=None):
         self.graph = graph
         self.order = order          # ids of the nodes evaluated, in topological order
         self.values = values        # node id -> value (None for nodes not evaluated)
@@ -33,6 +36,7 @@ class Evaluation:
         self.output_name = output_name
         self.dtype = dtype
         self.warnings = warnings    # messages about the run (unused bindings, nan, ...)
+        self.states = states or {}  # node id -> its custom op's instance (gates only)
 
     @property
     def value(self):
@@ -48,7 +52,7 @@ class Gradients(Evaluation):
 
     def __init__(self, ev, grads, gradients, seed_is_ones, trace):
         super().__init__(ev.graph, ev.order, ev.values, ev.output, ev.output_name, ev.dtype,
-                         ev.warnings)
+                         ev.warnings, ev.states)
         self.grads = grads              # node id -> d output / d node (None: not needed)
         self.gradients = gradients      # variable name -> d output / d variable
         self.seed_is_ones = seed_is_ones  # True when a non-scalar output started from ones
@@ -126,11 +130,12 @@ def evaluate(graph, bindings, *, output=None, dtype="float64"):
     order = graph.ancestors(out)
     warnings = []
     env = bind(graph, order, bindings, dtype, warnings)
-    values = _forward(graph, order, env, dtype, warnings)
-    return Evaluation(graph, order, values, out, out_name, dtype, warnings)
+    states = {}
+    values = _forward(graph, order, env, dtype, warnings, states)
+    return Evaluation(graph, order, values, out, out_name, dtype, warnings, states)
 
 
-def _forward(graph, order, env, dtype, warnings):
+def _forward(graph, order, env, dtype, warnings, states):
     nodes = graph.nodes
     values = [None] * (order[-1] + 1)
     VAR, CONST = oplib.VAR, oplib.CONST
@@ -150,8 +155,11 @@ def _forward(graph, order, env, dtype, warnings):
                     values[i] = env[node.name]
                 elif op is CONST:
                     values[i] = node.value if dtype is np.float64 else node.value.astype(dtype)
-                else:
+                elif op.gate is None:
                     values[i] = op.forward(*[values[j] for j in node.inputs], *node.params)
+                else:
+                    states[i], values[i] = gate_forward(
+                        graph, node, [values[j] for j in node.inputs], dtype)
     except GradcliError:
         raise
     except Exception as e:
@@ -184,15 +192,80 @@ def _fp_warnings(graph, trouble, values):
     return out
 
 
-def _op_failure(graph, node, values, e):
+def _op_failure(graph, node, values, e, stage="forward"):
     shapes = " and ".join(str(np.shape(values[j])) for j in node.inputs)
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if node.op.elementwise and isinstance(e, ValueError) and len(node.inputs) == 2:
         reason = f"shapes {shapes} do not broadcast together"
     elif node.op is oplib.stack and isinstance(e, ValueError):
         reason = f"items have different shapes: {shapes}"
+    if stage != "forward":
+        reason = f"the {stage} pass failed: {reason}"
     label = graph.source(node.id, 40)
     return EvalError(f"{label} ({node.op.name}): {reason}", graph.text, node.start)
+
+
+def _gate_error(graph, node, what, e):
+    from .plugins import _exc_text
+
+    return EvalError(f"{graph.source(node.id, 40)}: op {node.op.name} "
+                     f"({os.path.basename(node.op.path or '')}): {what} raised "
+                     f"{_exc_text(e, node.op.path)}", graph.text, node.start)
+
+
+def gate_forward(graph, node, xs, dtype):
+    """Run a custom op's forward on a fresh instance: (instance, output as an array)."""
+    op = node.op
+    try:
+        inst = op.gate()
+        out = inst.forward(*xs)
+    except GradcliError:
+        raise
+    except Exception as e:
+        raise _gate_error(graph, node, "forward", e) from e
+    arr = np.asarray(out)
+    if arr.dtype.kind not in "biufc":
+        raise EvalError(f"{graph.source(node.id, 40)}: op {op.name}: forward returned "
+                        f"{type(out).__name__}, not an array of numbers", graph.text, node.start)
+    kind = np.result_type(dtype, arr.dtype) if arr.dtype.kind == "c" else dtype
+    return inst, arr.astype(kind, copy=False)
+
+
+def gate_backward(graph, node, inst, g, xs):
+    """A custom op's downstream gradients, checked: one per input, each of its shape."""
+    op = node.op
+    try:
+        got = inst.backward(g)
+    except GradcliError:
+        raise
+    except Exception as e:
+        raise _gate_error(graph, node, "backward", e) from e
+    where = f"{graph.source(node.id, 40)}: op {op.name}: backward"
+    if op.arity == 1 and not isinstance(got, (list, tuple)):
+        got = [got]
+    if not isinstance(got, (list, tuple)):
+        raise EvalError(f"{where} returned {type(got).__name__}; it must return a list of "
+                        f"{op.arity} gradients, one per input", graph.text, node.start)
+    if len(got) != op.arity:
+        raise EvalError(f"{where} returned {len(got)} gradient{'s' * (len(got) != 1)} for "
+                        f"{op.arity} input{'s' * (op.arity != 1)}", graph.text, node.start)
+    out = []
+    for k, (d, x) in enumerate(zip(got, xs)):
+        shape = np.shape(x)
+        if d is None:  # "no gradient", as autograd.Function allows
+            out.append(np.zeros(shape, dtype=np.result_type(x)))
+            continue
+        d = np.asarray(d)
+        if d.dtype.kind not in "biufc":
+            raise EvalError(f"{where}: the gradient for input {k + 1} "
+                            f"({op.argnames[k]}) is {type(got[k]).__name__}, not numbers",
+                            graph.text, node.start)
+        if d.shape != shape:
+            raise EvalError(f"{where}: the gradient for input {k + 1} ({op.argnames[k]}) has "
+                            f"shape {d.shape} but the input has shape {shape}",
+                            graph.text, node.start)
+        out.append(d)
+    return out
 
 
 # ---------------------------------------------------------------- reverse
@@ -278,36 +351,50 @@ def _backward(ev, targets, seed, record):
         grads[out] = seed
     tr = Trace() if record else None
     sum_to = oplib.sum_to
-    with np.errstate(all="ignore"):  # sqrt'(0) = inf and friends are conventions, not news
-        for i in reversed(order):
-            g = grads[i]
-            node = nodes[i]
-            if g is None or not node.inputs:
-                continue
-            op = node.op
-            xs = [values[j] for j in node.inputs]
-            y = values[i]
-            partials = op.partials
-            for k, j in enumerate(node.inputs):
-                if not need[j]:
-                    continue
-                local = None
-                if partials is not None:
-                    p = partials[k]
-                    if p.__class__ is int:
-                        d = g if p == 1 else -g
-                        local = p
-                    else:
-                        local = p(y, *xs)
-                        d = g * local
-                    shape = xs[k].shape
-                    if d.shape != shape:
-                        d = sum_to(d, shape)
-                else:
-                    d = op.vjps[k](g, y, *xs, *node.params)
-                grads[j] = d if grads[j] is None else grads[j] + d
-                if record:
-                    tr.local.setdefault(i, {})[k] = local
-                    tr.down.setdefault(i, {})[k] = d
-                    tr.into.setdefault(j, []).append((i, d))
+    states = ev.states
+    i = None
+    try:
+        with np.errstate(all="ignore"):  # sqrt'(0) = inf and the like are conventions
+            for i in reversed(order):
+                _backward_node(nodes[i], i, grads, values, need, states, graph, tr, sum_to)
+    except GradcliError:
+        raise
+    except Exception as e:
+        raise _op_failure(graph, nodes[i], values, e, "backward") from e
     return grads, tr
+
+
+def _backward_node(node, i, grads, values, need, states, graph, tr, sum_to):
+    """One step of the reverse pass: node i sends downstream = upstream x local."""
+    g = grads[i]
+    if g is None or not node.inputs:
+        return
+    op = node.op
+    xs = [values[j] for j in node.inputs]
+    y = values[i]
+    partials = op.partials
+    gate = gate_backward(graph, node, states[i], g, xs) if op.gate is not None else None
+    for k, j in enumerate(node.inputs):
+        if not need[j]:
+            continue
+        local = None
+        if gate is not None:
+            d = gate[k]
+        elif partials is not None:
+            p = partials[k]
+            if p.__class__ is int:
+                d = g if p == 1 else -g
+                local = p
+            else:
+                local = p(y, *xs)
+                d = g * local
+            shape = xs[k].shape
+            if d.shape != shape:
+                d = sum_to(d, shape)
+        else:
+            d = op.vjps[k](g, y, *xs, *node.params)
+        grads[j] = d if grads[j] is None else grads[j] + d
+        if tr is not None:
+            tr.local.setdefault(i, {})[k] = local
+            tr.down.setdefault(i, {})[k] = d
+            tr.into.setdefault(j, []).append((i, d))

@@ -33,7 +33,8 @@ class Op:
     """
 
     __slots__ = ("name", "arity", "forward", "partials", "vjps", "formulas", "kinks",
-                 "domain", "doc", "symbol", "argnames", "public", "params")
+                 "domain", "doc", "symbol", "argnames", "public", "params", "gate", "path",
+                 "shapes", "sample_domain")
 
     def __init__(self, name, forward, *, arity, partials=None, vjps=None, formulas=(),
                  kinks=None, domain=None, doc="", symbol=None, argnames=None, public=True,
@@ -51,6 +52,12 @@ class Op:
         self.argnames = argnames or (("x",) if arity == 1 else ("a", "b", "c")[:arity or 0])
         self.public = public
         self.params = params
+        # Custom ops (gradcli.plugins): the gate class, one instance per node, and how to
+        # sample its inputs for a self-check.  None for the built-ins.
+        self.gate = None
+        self.path = None
+        self.shapes = None
+        self.sample_domain = None
 
     @property
     def elementwise(self):
@@ -486,6 +493,7 @@ for _op in BUILTINS:
 CALLABLE[("max", 2)], CALLABLE[("min", 2)] = maximum, minimum
 CALLABLE[("max", 1)], CALLABLE[("min", 1)] = max_all, min_all
 CALLABLE[("pow", 2)] = pow
+CALLABLE_NAMES = frozenset(name for name, _ in CALLABLE)
 
 #: Operators of the grammar, by rule name.
 INFIX = {"add": add, "sub": sub, "mul": mul, "div": div, "matmul": matmul, "pow": pow,

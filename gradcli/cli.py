@@ -61,11 +61,21 @@ def program_options(f):
                      help="Use this named value as the output instead of the last one.")(f)
     f = click.option("--values", "values_file", metavar="FILE",
                      help="Read bindings from a JSON object {NAME: VALUE} or an .npz file.")(f)
+    f = click.option("--ops", "ops_files", metavar="FILE", multiple=True,
+                     help="Load custom ops (forward/backward classes) from a Python file; "
+                          "repeatable. The file's code runs.")(f)
     f = click.option("-f", "--file", "program_file", metavar="PATH",
                      help="Read the program from a file ('-' for stdin); then every "
                           "argument is a binding.")(f)
     f = click.argument("args", nargs=-1, metavar="EXPR [NAME=VALUE]...")(f)
     return f
+
+
+def _library(ops_files):
+    """The ops a program may call: the built-ins and those of every --ops file."""
+    from .plugins import BUILTIN_LIBRARY, load_ops_files
+
+    return load_ops_files(ops_files) if ops_files else BUILTIN_LIBRARY
 
 
 def output_options(f):
@@ -144,16 +154,18 @@ def main():
 @program_options
 @output_options
 @reports_errors
-def eval_cmd(args, program_file, values_file, output, dtype, debug, fmt):
+def eval_cmd(args, program_file, ops_files, values_file, output, dtype, debug, fmt):
     """Forward pass: the value of every node of the graph, in topological order.
 
     Bindings are NAME=VALUE: a number (x=1, t=nan), a JSON list (W=[[1,2],[3,4]]) or a
     file (W=@w.npy, @data.csv, @v.json, @x.txt).
     """
-    from . import api
+    from . import engine
+    from .parse import parse
 
     text, bindings = _load(args, program_file, values_file)
-    res = api.evaluate(text, bindings, output=output, dtype=dtype)
+    res = engine.evaluate(parse(text, _library(ops_files)), bindings, output=output,
+                          dtype=dtype)
     _warn(res.warnings)
     if fmt == "json":
         from .render import jsonout
@@ -178,7 +190,8 @@ def eval_cmd(args, program_file, values_file, output, dtype, debug, fmt):
                    "instead of ones.")
 @output_options
 @reports_errors
-def grad_cmd(args, program_file, values_file, output, dtype, debug, wrt, upstream, fmt):
+def grad_cmd(args, program_file, ops_files, values_file, output, dtype, debug, wrt, upstream,
+             fmt):
     """Forward and reverse pass: the gradient of the output with respect to every input.
 
     The table shows, node by node from the output back, the upstream gradient that arrives,
@@ -193,8 +206,8 @@ def grad_cmd(args, program_file, values_file, output, dtype, debug, wrt, upstrea
 
     text, bindings = _load(args, program_file, values_file)
     seed = parse_value(upstream, "--upstream") if upstream is not None else None
-    res = engine.differentiate(parse(text), bindings, wrt=_wrt(wrt), upstream=seed,
-                               output=output, dtype=dtype, trace=fmt == "table")
+    res = engine.differentiate(parse(text, _library(ops_files)), bindings, wrt=_wrt(wrt),
+                               upstream=seed, output=output, dtype=dtype, trace=fmt == "table")
     _warn(res.warnings)
     if fmt == "json":
         from .render import jsonout
@@ -220,13 +233,87 @@ def _note_seed(res):
         click.echo(seed_note(res), err=True)
 
 
-@main.command("ops", short_help="List the ops and their derivative rules.")
+@main.command("check", short_help="Compare reverse mode with finite differences.")
+@program_options
+@click.option("--wrt", metavar="A,B", help="Check these inputs only (default: all).")
+@click.option("--method", type=click.Choice(["central", "forward", "complex", "richardson"]),
+              default="central", show_default=True, help="How to take finite differences.")
+@click.option("--eps", type=float, metavar="H",
+              help="Step size, relative to each element's size when above 1 "
+                   "[default: central 6.1e-6, forward 1.5e-8, richardson 7.4e-4, "
+                   "complex 1e-20].")
+@click.option("--atol", type=float, help="Absolute tolerance [default: 1e-6; forward 1e-5; "
+              "float32 1e-4].")
+@click.option("--rtol", type=float, help="Relative tolerance [default: 1e-5; forward 1e-4; "
+              "float32 1e-3].")
+@click.option("--jacobian", is_flag=True,
+              help="For a non-scalar output, compare the whole Jacobian (a row per output "
+                   "element) instead of the gradient of the sum.")
+@click.option("--fast", is_flag=True,
+              help="Check a few random projections u·J·v instead of every element.")
+@click.option("--projections", type=click.IntRange(1, 1000), default=4, show_default=True,
+              help="How many projections --fast checks per input.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the random choices (projections, upstream gradients, samples).")
+@click.option("--strict", is_flag=True, help="Exit 1 on kinks too.")
+@click.option("--eps-sweep", "sweep", is_flag=True,
+              help="Also show the error over a range of steps: truncation vs rounding.")
+@click.option("--all", "show_all", is_flag=True, help="List every element in the table.")
 @output_options
-def ops_cmd(fmt):
+@reports_errors
+def check_cmd(args, program_file, ops_files, values_file, output, dtype, debug, wrt, method,
+              eps, atol, rtol, jacobian, fast, projections, seed, strict, sweep, show_all, fmt):
+    """Compare the reverse-mode gradient with finite differences, element by element.
+
+    Exit 0 when every element agrees (kinks, where an op is not differentiable, only note
+    themselves unless --strict), 1 on a mismatch, 2 on bad input.  On a mismatch each op's
+    own backward is checked to name the one that is wrong.  With --ops FILE and no EXPR it
+    checks every custom op in FILE at random inputs.
+    """
+    from . import gradcheck
+    from .parse import parse
+    from .render import checkreport
+
+    library = _library(ops_files)
+    if not args and program_file is None:
+        if not ops_files:
+            raise click.UsageError("missing EXPR (or -f FILE, or --ops FILE to check its ops)")
+        report = gradcheck.check_ops(library, seed=seed, eps=eps, atol=atol, rtol=rtol)
+        render_table = checkreport.ops_table
+    else:
+        text, bindings = _load(args, program_file, values_file)
+        report = gradcheck.check(parse(text, library), bindings, wrt=_wrt(wrt), output=output,
+                                 method=method, eps=eps, atol=atol, rtol=rtol,
+                                 jacobian=jacobian, fast=fast, projections=projections,
+                                 seed=seed, dtype=dtype, strict=strict, sweep=sweep)
+        _warn(report.warnings)
+        render_table = functools.partial(checkreport.table, show_all=show_all)
+    if report.kinked and not report.failed and not strict:
+        click.echo("note: some elements are at kinks (points where an op is not "
+                   "differentiable); they do not fail the check (--strict makes them)", err=True)
+    if fmt == "json":
+        from .render import jsonout
+
+        click.echo(jsonout.dumps(checkreport.as_json(report)))
+    elif fmt == "csv":
+        click.echo(checkreport.as_csv(report), nl=False)
+    else:
+        from .render import table
+
+        table.show(render_table(report))
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command("ops", short_help="List the ops and their derivative rules.")
+@click.option("--ops", "ops_files", metavar="FILE", multiple=True,
+              help="Also list the custom ops of this file (repeatable).")
+@output_options
+@reports_errors
+def ops_cmd(ops_files, fmt, debug=False):
     """Every op: its name, arguments, derivative rule and where it is not differentiable."""
     from .render import opslist
 
-    rows = opslist.rows()
+    rows = opslist.rows(_library(ops_files))
     if fmt == "json":
         import json
 

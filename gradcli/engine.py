@@ -274,7 +274,7 @@ def differentiate(graph, bindings, *, wrt=None, upstream=None, output=None, dtyp
                   trace=False):
     """Forward and reverse pass: d output / d each variable in ``wrt`` (default: all)."""
     ev = evaluate(graph, bindings, output=output, dtype=dtype)
-    targets = _targets(ev, wrt)
+    targets = resolve_targets(ev, wrt)
     seed, seed_is_ones = _seed(ev, upstream, ev.values[ev.output])
     grads, tr = _backward(ev, targets, seed, trace)
     gradients, seen = {}, set()
@@ -291,7 +291,7 @@ def differentiate(graph, bindings, *, wrt=None, upstream=None, output=None, dtyp
     return Gradients(ev, grads, gradients, seed_is_ones, tr)
 
 
-def _targets(ev, wrt):
+def resolve_targets(ev, wrt):
     """Name -> node id of what to differentiate with respect to (None: not in the run)."""
     graph, values = ev.graph, ev.values
     variables = graph.variables
@@ -350,13 +350,12 @@ def _backward(ev, targets, seed, record):
     if need[out]:
         grads[out] = seed
     tr = Trace() if record else None
-    sum_to = oplib.sum_to
     states = ev.states
     i = None
     try:
         with np.errstate(all="ignore"):  # sqrt'(0) = inf and the like are conventions
             for i in reversed(order):
-                _backward_node(nodes[i], i, grads, values, need, states, graph, tr, sum_to)
+                _backward_node(nodes[i], i, grads, values, need, states, graph, tr)
     except GradcliError:
         raise
     except Exception as e:
@@ -364,35 +363,41 @@ def _backward(ev, targets, seed, record):
     return grads, tr
 
 
-def _backward_node(node, i, grads, values, need, states, graph, tr, sum_to):
+def downstream(node, k, g, y, xs, gate=None):
+    """What node sends input k for upstream ``g``: (downstream gradient, local gradient).
+
+    The local gradient is an elementwise op's d out / d input (None for other ops); a custom
+    op's gradients come precomputed in ``gate`` (its checked ``backward`` result).
+    """
+    if gate is not None:
+        return gate[k], None
+    op = node.op
+    if op.partials is None:
+        return op.vjps[k](g, y, *xs, *node.params), None
+    p = op.partials[k]
+    if p.__class__ is int:
+        d = g if p == 1 else -g
+    else:
+        p = p(y, *xs)
+        d = g * p
+    shape = xs[k].shape
+    if d.shape != shape:
+        d = oplib.sum_to(d, shape)
+    return d, p
+
+
+def _backward_node(node, i, grads, values, need, states, graph, tr):
     """One step of the reverse pass: node i sends downstream = upstream x local."""
     g = grads[i]
     if g is None or not node.inputs:
         return
-    op = node.op
     xs = [values[j] for j in node.inputs]
     y = values[i]
-    partials = op.partials
-    gate = gate_backward(graph, node, states[i], g, xs) if op.gate is not None else None
+    gate = gate_backward(graph, node, states[i], g, xs) if node.op.gate is not None else None
     for k, j in enumerate(node.inputs):
         if not need[j]:
             continue
-        local = None
-        if gate is not None:
-            d = gate[k]
-        elif partials is not None:
-            p = partials[k]
-            if p.__class__ is int:
-                d = g if p == 1 else -g
-                local = p
-            else:
-                local = p(y, *xs)
-                d = g * local
-            shape = xs[k].shape
-            if d.shape != shape:
-                d = sum_to(d, shape)
-        else:
-            d = op.vjps[k](g, y, *xs, *node.params)
+        d, local = downstream(node, k, g, y, xs, gate)
         grads[j] = d if grads[j] is None else grads[j] + d
         if tr is not None:
             tr.local.setdefault(i, {})[k] = local

@@ -34,7 +34,7 @@ class Op:
 
     __slots__ = ("name", "arity", "forward", "partials", "vjps", "formulas", "kinks",
                  "domain", "doc", "symbol", "argnames", "public", "params", "gate", "path",
-                 "shapes", "sample_domain")
+                 "shapes", "sample_domain", "batch", "cforward", "kink_side")
 
     def __init__(self, name, forward, *, arity, partials=None, vjps=None, formulas=(),
                  kinks=None, domain=None, doc="", symbol=None, argnames=None, public=True,
@@ -58,6 +58,11 @@ class Op:
         self.path = None
         self.shapes = None
         self.sample_domain = None
+        # For gradcli check (set below, after the ops): a batched forward, a forward that
+        # carries a complex step, and where the op has kinks.
+        self.batch = None
+        self.cforward = forward
+        self.kink_side = None
 
     @property
     def elementwise(self):
@@ -285,7 +290,7 @@ def _axis_shape(shape, axis):
 
 
 def _sum(x, axis=None):
-    return np.sum(x, axis=axis)
+    return np.add.reduce(x, axis=axis)  # np.sum, without its Python-level dispatch
 
 
 def _mean(x, axis=None):
@@ -303,12 +308,12 @@ def _count(x, axis):
     return int(np.prod(shape)) if axis is None else shape[axis]
 
 
-def _max_all(x):
-    return np.max(x)
+def _max_all(x, axis=None):
+    return np.max(x, axis=axis)
 
 
-def _min_all(x):
-    return np.min(x)
+def _min_all(x, axis=None):
+    return np.min(x, axis=axis)
 
 
 def _extreme_vjp(g, out, x):
@@ -336,16 +341,19 @@ min_all = defop("min", _min_all, arity=1, vjps=(_extreme_vjp,),
 # ------------------------------------------------------------------ linear algebra
 
 def _matmul(a, b):
-    sa, sb = np.shape(a), np.shape(b)
-    if not sa or not sb:
-        raise ValueError(f"@ needs arrays of at least one axis, got shapes {sa} and {sb} "
-                         f"(use * to multiply by a number)")
-    ka, kb = sa[-1], sb[-2] if len(sb) > 1 else sb[0]
-    if ka != kb:
-        which = "second-to-last" if len(sb) > 1 else "only"
-        raise ValueError(f"shapes {sa} and {sb} do not align: the last axis on the left "
-                         f"({ka}) must match the {which} axis on the right ({kb})")
-    return np.matmul(a, b)
+    try:
+        return np.matmul(a, b)
+    except ValueError:  # say it in the user's terms; checked only when NumPy refuses
+        sa, sb = np.shape(a), np.shape(b)
+        if not sa or not sb:
+            raise ValueError(f"@ needs arrays of at least one axis, got shapes {sa} and {sb} "
+                             f"(use * to multiply by a number)") from None
+        ka, kb = sa[-1], sb[-2] if len(sb) > 1 else sb[0]
+        if ka != kb:
+            which = "second-to-last" if len(sb) > 1 else "only"
+            raise ValueError(f"shapes {sa} and {sb} do not align: the last axis on the left "
+                             f"({ka}) must match the {which} axis on the right ({kb})") from None
+        raise
 
 
 def _swap(x):
@@ -478,6 +486,150 @@ class _PerItem:
 stack = defop("array", _stack, arity=None, vjps=_PerItem(), formulas=("g[i] for item i",),
               doc="[a, b, ...] with items that are not all numbers: items of one shape",
               public=False)
+
+
+# ------------------------------------------------------------------ for gradcli check
+#
+# Batched forwards.  The checker evaluates many perturbed copies of one input at once,
+# stacked on a new leading axis.  ``op.batch(fwd, flags, ndims, params)`` returns a function
+# of the op's inputs, where the inputs with ``flags[k]`` carry that leading axis and
+# ``ndims[k]`` is each input's own rank; or None when the op cannot be batched (the checker
+# then perturbs one element at a time).  ``fwd`` is ``op.forward`` or ``op.cforward``.
+
+def _batch_elementwise(fwd, flags, ndims, params):
+    n = max(ndims)
+    pads = [(k, n - d) for k, (f, d) in enumerate(zip(flags, ndims)) if f and d < n]
+    if not pads:
+        return fwd  # NumPy broadcasting lines the leading axis up by itself
+
+    def run(*xs):  # give batched inputs of lower rank length-1 axes after the batch axis
+        xs = list(xs)
+        for k, pad in pads:
+            x = xs[k]
+            xs[k] = x.reshape(x.shape[:1] + (1,) * pad + x.shape[1:])
+        return fwd(*xs)
+    return run
+
+
+def _batch_reduction(fwd, flags, ndims, params):
+    if params and params[0] is not None:
+        axis = params[0] + 1 if params[0] >= 0 else params[0]
+    else:
+        axis = tuple(range(1, ndims[0] + 1))
+    return lambda x: fwd(x, axis)
+
+
+def _batch_matmul(fwd, flags, ndims, params):
+    (fa, fb), (na, nb) = flags, ndims
+    if na > 2 or nb > 2:
+        return None
+    if fa and fb:
+        if na == 2 and nb == 2:
+            return np.matmul
+        if na == 2:
+            return lambda a, b: np.matmul(a, b[..., None])[..., 0]
+        if nb == 2:
+            return lambda a, b: np.matmul(a[:, None, :], b)[:, 0, :]
+        return lambda a, b: np.einsum("bk,bk->b", a, b)
+    if fb and nb == 1:  # a @ (batch of vectors): the batch as rows, times a's transpose
+        return lambda a, b: np.matmul(b, np.swapaxes(a, -1, -2)) if na == 2 else np.matmul(b, a)
+    return np.matmul
+
+
+def _batch_last_axis(scalar_case):
+    def make(fwd, flags, ndims, params):
+        return scalar_case if ndims[0] == 0 else fwd
+    return make
+
+
+def _batch_transpose(fwd, flags, ndims, params):
+    axes = (0,) + tuple(range(ndims[0], 0, -1))
+    return lambda x: np.transpose(x, axes)
+
+
+def _batch_index(fwd, flags, ndims, params):
+    key = (slice(None),) + tuple(params[0])
+    return lambda x: x[key]
+
+
+def _batch_stack(fwd, flags, ndims, params):
+    def run(*items):
+        n = next(x.shape[0] for x, f in zip(items, flags) if f)
+        return np.stack([x if f else np.broadcast_to(x, (n,) + np.shape(x))
+                         for x, f in zip(items, flags)], axis=1)
+    return run
+
+
+for _op in BUILTINS:
+    if _op.partials is not None:
+        _op.batch = _batch_elementwise
+for _op in (sum_all, mean, max_all, min_all):
+    _op.batch = _batch_reduction
+matmul.batch = _batch_matmul
+dot.batch = lambda fwd, flags, ndims, params: (
+    lambda a, b: np.einsum("...k,...k->...", a, b))
+transpose.batch = _batch_transpose
+softmax.batch = _batch_last_axis(np.ones_like)
+logsumexp.batch = _batch_last_axis(lambda x: x)
+index.batch = _batch_index
+stack.batch = _batch_stack
+
+
+# Complex-step forwards.  ``--method complex`` pushes x + ih through the program and reads
+# the derivative off the imaginary part, which needs every op to carry it.  Ops that compare
+# or take magnitudes decide by the real part instead, keeping the kink conventions.
+
+def _c_where_real_max(a, b):
+    return np.where(a.real > b.real, a, np.where(a.real < b.real, b, (a + b) / 2))
+
+
+def _c_extreme(pick):
+    def run(x, axis=None):
+        m = pick(x.real, axis=axis, keepdims=True)
+        hit = x.real == m
+        return np.sum(x * hit, axis=axis) / np.sum(hit, axis=axis)
+    return run
+
+
+def _c_softmax(x):
+    if np.ndim(x) == 0:
+        return np.ones_like(x)
+    e = np.exp(x - np.max(x.real, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def _c_logsumexp(x):
+    if np.ndim(x) == 0:
+        return x
+    m = np.max(x.real, axis=-1, keepdims=True)
+    return np.log(np.sum(np.exp(x - m), axis=-1)) + m[..., 0]
+
+
+sigmoid.cforward = lambda x: 1 / (1 + np.exp(-x))
+relu.cforward = lambda x: np.where(x.real > 0, x, 0)
+abs.cforward = lambda x: x * np.sign(x.real)
+softplus.cforward = lambda x: np.where(x.real > 0, x + np.log1p(np.exp(-x)), np.log1p(np.exp(x)))
+maximum.cforward = _c_where_real_max
+minimum.cforward = lambda a, b: _c_where_real_max(-a, -b) * -1
+max_all.cforward = _c_extreme(np.max)
+min_all.cforward = _c_extreme(np.min)
+softmax.cforward = _c_softmax
+logsumexp.cforward = _c_logsumexp
+
+
+# Kinks.  ``op.kink_side(*inputs)`` is an array that changes between two points exactly
+# when the op passes a point where it is not differentiable between them: the checker
+# compares it at x - h and x + h to tell a kink from a wrong gradient.
+
+def _side_of_zero(x, *rest):
+    return np.sign(np.real(x))
+
+
+for _op in (relu, abs, sqrt, pow):
+    _op.kink_side = _side_of_zero
+maximum.kink_side = minimum.kink_side = lambda a, b: np.sign(np.real(a) - np.real(b))
+max_all.kink_side = lambda x, *axis: np.sign(np.real(x) - np.max(np.real(x)))
+min_all.kink_side = lambda x, *axis: np.sign(np.real(x) - np.min(np.real(x)))
 
 
 # ------------------------------------------------------------------ how names resolve

@@ -269,25 +269,18 @@ def _parser():
                                                   postlex=_NewlinesInBrackets())
 
 
-class BuiltinLibrary:
-    """Which op a call ``name(args)`` denotes: the built-ins (custom ops extend this)."""
+def parse(text, library=None):
+    """Parse a program into a :class:`Graph`; ``library`` adds custom ops (plugins.Library).
 
-    def lookup(self, name, nargs):
-        return oplib.CALLABLE.get((name, nargs))
-
-    def arities(self, name):
-        return sorted(n for (m, n) in oplib.CALLABLE if m == name)
-
-    def names(self):
-        return sorted({m for (m, _) in oplib.CALLABLE})
-
-
-BUILTIN_LIBRARY = BuiltinLibrary()
+    Cached: a graph is never changed once built, so the same text gives the same graph.
+    """
+    if library is None:
+        from .plugins import BUILTIN_LIBRARY as library
+    return _parse(text, library)
 
 
 @functools.lru_cache(maxsize=128)
-def parse(text, library=BUILTIN_LIBRARY):
-    """Parse a program into a :class:`Graph` (cached: graphs are never changed after)."""
+def _parse(text, library):
     standalone, parser = _parser()
     with _LOCK:
         _RULES.b = _Builder(text, library)

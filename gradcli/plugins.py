@@ -26,7 +26,7 @@ import types
 from . import ops as oplib
 from .errors import GradcliError
 
-__all__ = ["OpsFileError", "load_ops_files", "Library", "GATE_DOMAINS"]
+__all__ = ["OpsFileError", "load_ops_files", "Library", "BUILTIN_LIBRARY", "GATE_DOMAINS"]
 
 GATE_DOMAINS = ("real", "positive", "nonzero")
 
@@ -136,7 +136,6 @@ def _gate_op(cls, where):
                   formulas=[f"{cls.__name__}.backward"] * arity,
                   doc=doc[0] if doc else f"custom op from {where}")
     op.gate = cls
-    op.path = path
     op.shapes = shapes
     op.sample_domain = domain
     return op
@@ -176,3 +175,6 @@ class Library:
 
     def names(self):
         return sorted({m for (m, _) in oplib.CALLABLE} | set(self.custom))
+
+
+BUILTIN_LIBRARY = Library()

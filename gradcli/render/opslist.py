@@ -1,6 +1,8 @@
 """The op library as rows for ``gradcli ops``: name, call, derivative rule, kinks, domain."""
 from __future__ import annotations
 
+import os
+
 from .. import ops as oplib
 
 
@@ -19,7 +21,7 @@ def _rule(op):
     return "; ".join(f"d/d{n} = {f}" for n, f in zip(names, op.formulas))
 
 
-def rows():
+def rows(library=None):
     out = []
     for op in oplib.BUILTINS:
         if not op.public:
@@ -29,7 +31,20 @@ def rows():
             out.append({"name": op.name, "call": _call(op, name), "arity": op.arity,
                         "derivative": _rule(op), "kinks": op.kinks, "domain": op.domain,
                         "doc": op.doc})
+    for op in (library.custom.values() if library is not None else ()):
+        out.append({"name": op.name, "call": _call(op, op.name), "arity": op.arity,
+                    "derivative": f"{op.gate.__name__}.backward (custom, "
+                                  f"{os.path.basename(op.path)})",
+                    "kinks": getattr(op.gate, "kinks", None), "domain": _domain(op),
+                    "doc": op.doc})
     return out
+
+
+def _domain(op):
+    if not op.sample_domain:
+        return None
+    return ", ".join(f"{n}: {d if isinstance(d, str) else f'({d[0]}, {d[1]})'}"
+                     for n, d in zip(op.argnames, op.sample_domain))
 
 
 def table(rows):

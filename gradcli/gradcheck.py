@@ -1,0 +1,728 @@
+"""Gradient checking: reverse mode against finite differences, element by element.
+
+The numeric side perturbs one input element at a time and re-runs only the part of the
+program that element affects (a compiled :class:`~gradcli.plan.Plan`), in float64 whatever
+``--dtype`` the analytic side ran in.  Where every op on the path can run batched, many
+perturbed copies go through one vectorised pass instead, if a timed trial says that is
+quicker (it is not always: batching a matrix that feeds ``@`` copies it once per element).
+
+An element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``.  A mismatch at a
+point where an op is not differentiable (relu at 0, ties of max) is a ``kink``, with the
+one-sided slopes shown; a real mismatch is a ``fail``, and then every node's own backward is
+checked against finite differences, with a random upstream gradient, to name the culprit.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from . import engine
+from . import ops as oplib
+from .errors import BindingError, GradcliError
+from .plan import Plan
+
+__all__ = ["check", "check_ops", "METHODS", "default_eps", "default_tolerances", "grade"]
+
+METHODS = ("central", "forward", "complex", "richardson")
+EPS64 = float(np.finfo(np.float64).eps)
+
+#: The default step per method, for float64 arithmetic (the numeric side always is).  The
+#: error of a difference quotient is truncation (shrinks with h) plus rounding (about
+#: eps |f| / h, grows as h shrinks); the best h balances them: eps^(1/3) for central
+#: differences (error O(h^2)), eps^(1/2) for forward ones (O(h)), eps^(1/5) for Richardson's
+#: extrapolation (O(h^4)).  The complex step has no subtraction, so no rounding term.
+_DEFAULT_EPS = {"central": EPS64 ** (1 / 3), "forward": EPS64 ** 0.5,
+                "richardson": EPS64 ** 0.2, "complex": 1e-20}
+
+#: (atol, rtol) by the dtype of the analytic side and the method.
+_TOLERANCES = {("float64", "central"): (1e-6, 1e-5), ("float64", "richardson"): (1e-6, 1e-5),
+               ("float64", "complex"): (1e-6, 1e-5), ("float64", "forward"): (1e-5, 1e-4),
+               ("float32", None): (1e-4, 1e-3)}
+
+_GRADES = ((1e-7, "excellent"), (1e-4, "fine"), (1e-2, "suspicious"), (math.inf, "wrong"))
+_KINK_LIMIT = 100  # failing elements examined for kinks, per input
+
+
+def default_eps(method):
+    return _DEFAULT_EPS[method]
+
+
+def default_tolerances(method, dtype="float64"):
+    return _TOLERANCES.get((dtype, method)) or _TOLERANCES[("float32", None)]
+
+
+def grade(rel_err):
+    """CS231n's scale for a relative error (< 1e-7 excellent ... >= 1e-2 wrong)."""
+    for limit, word in _GRADES:
+        if rel_err < limit:
+            return word
+    return "wrong"  # nan
+
+
+# ---------------------------------------------------------------- results
+
+class InputCheck:
+    """The check of one input: arrays over its elements (rows by output element with
+    ``--jacobian``)."""
+
+    def __init__(self, name, shape, analytic, numeric, atol, rtol, err_est=None,
+                 out_shape=None):
+        self.name = name
+        self.shape = shape
+        self.out_shape = out_shape       # with --jacobian: the output's shape, else None
+        self.analytic = analytic
+        self.numeric = numeric
+        self.err_est = err_est           # Richardson's estimate of the numeric error
+        with np.errstate(invalid="ignore", over="ignore"):
+            self.abs_err = np.abs(analytic - numeric)
+            scale = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), atol)
+            self.rel_err = self.abs_err / scale
+            ok = self.abs_err <= atol + rtol * np.abs(numeric)
+        ok |= (analytic == numeric)      # equal infinities
+        self.status = np.where(ok, "ok", "fail").astype(object)
+        self.kinks = {}                  # flat index -> kink record
+
+    def indices(self):
+        """(flat position, index tuple, output index tuple or None) for every element."""
+        n_in = int(np.prod(self.shape)) if self.shape else 1
+        out_idx = list(np.ndindex(self.out_shape)) if self.out_shape is not None else [None]
+        in_idx = list(np.ndindex(self.shape))
+        pos = 0
+        for o in out_idx:
+            for i in in_idx:
+                yield pos, i, o
+                pos += 1
+        assert pos == n_in * len(out_idx)
+
+
+class Report:
+    """Everything ``gradcli check`` found, for the table, JSON and CSV renderers."""
+
+    def __init__(self, **kw):
+        self.inputs = []          # InputCheck per input
+        self.blame = []           # nodes whose own backward disagrees with differences
+        self.projections = []     # --fast: one record per projection
+        self.sweep = []           # --eps-sweep rows
+        self.ops = None           # check --ops FILE: one record per custom op
+        self.__dict__.update(kw)
+
+    @property
+    def statuses(self):
+        if self.ops is not None:
+            return [r["status"] for o in self.ops for r in o["inputs"]]
+        out = [s for ic in self.inputs for s in ic.status.ravel()]
+        return out + [p["status"] for p in self.projections]
+
+    @property
+    def failed(self):
+        return "fail" in self.statuses
+
+    @property
+    def kinked(self):
+        return "kink" in self.statuses
+
+    @property
+    def ok(self):
+        return not self.failed and not (self.strict and self.kinked)
+
+    def _errs(self, attr):
+        if self.ops is not None:
+            return max((r["max_" + attr] for o in self.ops for r in o["inputs"]), default=0.0)
+        # kinks are not failures of the backward rule: their errors do not count here
+        vals = [getattr(ic, attr)[ic.status != "kink"] for ic in self.inputs]
+        vals = [v[np.isfinite(v)] for v in vals]
+        vals += [np.array([p[attr] for p in self.projections if p["status"] != "kink"])] \
+            if self.projections else []
+        vals = [v for v in vals if v.size]
+        return float(max(v.max() for v in vals)) if vals else 0.0
+
+    @property
+    def max_abs_err(self):
+        return self._errs("abs_err")
+
+    @property
+    def max_rel_err(self):
+        return self._errs("rel_err")
+
+    @property
+    def grade(self):
+        return grade(self.max_rel_err)
+
+
+# ---------------------------------------------------------------- the check
+
+def check(graph, bindings, *, wrt=None, output=None, method="central", eps=None, atol=None,
+          rtol=None, jacobian=False, fast=False, projections=4, seed=0, dtype="float64",
+          strict=False, sweep=False):
+    """Check reverse mode against finite differences; returns a :class:`Report`."""
+    if method not in METHODS:
+        raise BindingError(f"--method {method}: choose one of {', '.join(METHODS)}")
+    eps = default_eps(method) if eps is None else float(eps)
+    if not eps > 0:
+        raise BindingError(f"--eps must be a positive number, got {eps}")
+    d_atol, d_rtol = default_tolerances(method, dtype)
+    atol = d_atol if atol is None else float(atol)
+    rtol = d_rtol if rtol is None else float(rtol)
+    rng = np.random.default_rng(seed)
+
+    ref = engine.evaluate(graph, bindings, output=output, dtype="float64")
+    targets = engine.resolve_targets(ref, wrt)
+    report = Report(method=method, eps=eps, atol=atol, rtol=rtol, dtype=dtype, strict=strict,
+                    jacobian=jacobian, fast=fast, seed=seed, output_name=ref.output_name,
+                    graph=graph, warnings=list(ref.warnings))
+    out_shape = np.shape(ref.values[ref.output])
+    if not out_shape:
+        jacobian = report.jacobian = False  # a scalar's Jacobian is its gradient
+    if fast:
+        _check_fast(report, graph, bindings, ref, targets, rng, projections, output, dtype)
+        return report
+    analytic = _analytic(graph, bindings, targets, output, dtype, jacobian, out_shape)
+    for name, i in targets.items():
+        x0 = _value_of(ref, i, name, bindings)
+        num, est = _numeric(ref, i, x0, method, eps, jacobian)
+        a = np.asarray(analytic[name], dtype=np.float64)
+        ic = InputCheck(name, x0.shape, a.reshape(num.shape), num, atol, rtol, est,
+                        out_shape if jacobian else None)
+        if i is not None and (ic.status == "fail").any():
+            _find_kinks(ic, ref, i, x0, eps, atol, rtol, jacobian)
+        report.inputs.append(ic)
+    if sweep:
+        report.sweep = _sweep(ref, targets, analytic, method, jacobian, rng)
+    if report.failed:
+        report.blame = blame(graph, ref, targets, rng, atol, rtol)
+    return report
+
+
+def _value_of(ref, i, name, bindings):
+    if i is None:  # the output does not depend on it
+        return np.asarray(bindings.get(name, 0.0), dtype=np.float64)
+    return np.asarray(ref.values[i], dtype=np.float64)
+
+
+def _analytic(graph, bindings, targets, output, dtype, jacobian, out_shape):
+    wrt = list(targets)
+    if not jacobian:
+        return engine.differentiate(graph, bindings, wrt=wrt, output=output,
+                                    dtype=dtype).gradients
+    n_out = int(np.prod(out_shape))
+    rows = {name: [] for name in wrt}
+    for k in range(n_out):  # one reverse pass per output element: rows of the Jacobian
+        seed = np.zeros(n_out)
+        seed[k] = 1
+        g = engine.differentiate(graph, bindings, wrt=wrt, output=output, dtype=dtype,
+                                 upstream=seed.reshape(out_shape)).gradients
+        for name in wrt:
+            rows[name].append(np.asarray(g[name], dtype=np.float64))
+    return {name: np.stack(r) for name, r in rows.items()}
+
+
+# ---------------------------------------------------------------- finite differences
+
+def _steps(x, eps):
+    """The step per element: eps relative to the element's size, at least eps."""
+    return eps * np.maximum(1.0, np.abs(x))
+
+
+def _numeric(ref, source, x0, method, eps, jacobian):
+    """d output / d x0 by ``method`` (rows by output element when ``jacobian``)."""
+    out_value = ref.values[ref.output] if source is not None else None
+    n = x0.size
+    if source is None:
+        shape = (np.size(ref.values[ref.output]), n) if jacobian else (n,)
+        return np.zeros(shape).reshape(_num_shape(ref, x0, jacobian)), None
+    total = not jacobian
+    h = _steps(x0, eps).ravel()
+    est = None
+    if method == "complex":
+        d = _run(ref, source, x0, h, "complex", total)
+    elif method == "forward":
+        base = np.sum(out_value) if total else np.asarray(out_value)
+        d = _run(ref, source, x0, h, "forward", total, base=base)
+    elif method == "central":
+        d = _run(ref, source, x0, h, "central", total)
+    else:  # richardson: combine steps h and h/2 to cancel the h^2 term
+        d1 = _run(ref, source, x0, h, "central", total)
+        d2 = _run(ref, source, x0, h / 2, "central", total)
+        d = (4 * d2 - d1) / 3
+        est = np.abs(d2 - d1) / 3
+    d = d.T if jacobian else d  # (n, n_out) -> rows by output element
+    shape = _num_shape(ref, x0, jacobian)
+    return d.reshape(shape), None if est is None else (est.T if jacobian else est).reshape(shape)
+
+
+def _num_shape(ref, x0, jacobian):
+    return (np.shape(ref.values[ref.output]) + x0.shape) if jacobian else x0.shape
+
+
+def _run(ref, source, x0, h, how, total, base=None):
+    """Differences for every element of x0: batched where a trial says that is quicker."""
+    complex_step = how == "complex"
+    seq = _plan(ref, source, False, complex_step, total)
+    bat = _plan(ref, source, True, complex_step, total)
+    n = x0.size
+    out = None
+    k = 0
+    use_batch = bat.ok and n > 1
+    if use_batch:  # time one batch against a few single elements; keep the faster way
+        size = _batch_size(ref, seq, n)
+        t0 = time.perf_counter()
+        first = _diff_batched(bat, x0, h, range(0, size), how, base)
+        t_bat = (time.perf_counter() - t0) / size
+        out = np.empty((n,) + first.shape[1:])
+        out[:size] = first
+        k = size
+        m = min(8, n - k)
+        if m:
+            t0 = time.perf_counter()
+            out[k:k + m] = _diff_single(seq, x0, h, range(k, k + m), how, base)
+            t_seq = (time.perf_counter() - t0) / m
+            k += m
+            use_batch = t_bat < t_seq
+        while use_batch and k < n:
+            out[k:k + size] = _diff_batched(bat, x0, h, range(k, min(n, k + size)), how, base)
+            k += size
+    if k < n:
+        rest = _diff_single(seq, x0, h, range(k, n), how, base)
+        if out is None:
+            out = np.empty((n,) + rest.shape[1:])
+        out[k:] = rest
+    return out
+
+
+_PLANS = {}
+
+
+def _plan(ref, source, batched, complex_step, total):
+    key = (id(ref), source, batched, complex_step, total)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) > 64:
+            _PLANS.clear()
+        plan = _PLANS[key] = Plan(ref.graph, ref.order, ref.values, source, ref.output,
+                                  batched=batched, complex_step=complex_step, total=total)
+        plan.ref = ref  # keep ref alive while its id is a key
+    return plan
+
+
+def _batch_size(ref, plan, n, budget=4_000_000):
+    per_copy = sum(np.size(ref.values[i]) for i in plan.steps) + 1
+    return int(max(1, min(n, 256, budget // per_copy)))
+
+
+def _diff_single(plan, x0, h, ks, how, base):
+    """Differences for elements ``ks``, one perturbed evaluation (or two) at a time."""
+    x = np.array(x0, dtype=np.complex128 if how == "complex" else np.float64)
+    flat = x.reshape(-1)
+    rows = []
+    add = rows.append
+    with np.errstate(all="ignore"):
+        if how == "central":  # the common case, kept lean: the loop is the check's cost
+            for k in ks:
+                o = flat[k]
+                xp = o + h[k]
+                xm = o - h[k]
+                flat[k] = xp
+                fp = plan(x)
+                flat[k] = xm
+                add((fp - plan(x)) / (xp - xm))
+                flat[k] = o
+        else:
+            for k in ks:
+                o = flat[k]
+                hk = h[k]
+                if how == "complex":
+                    flat[k] = o + 1j * hk
+                    add(np.imag(plan(x)) / hk)
+                else:
+                    xp = o + hk
+                    flat[k] = xp
+                    add((plan(x) - base) / (xp - o))
+                flat[k] = o
+    out = np.array(rows)
+    return out if plan.total else out.reshape(len(rows), -1)
+
+
+def _diff_batched(plan, x0, h, ks, how, base):
+    """Differences for elements ``ks`` in one pass over a batch of perturbed copies."""
+    ks = np.asarray(ks)
+    b = len(ks)
+    rows = np.arange(b)
+    flat0 = x0.reshape(-1)
+    hk = h[ks]
+    shape = (b,) + x0.shape
+    with np.errstate(all="ignore"):
+        if how == "complex":
+            X = np.repeat(flat0[None].astype(np.complex128), b, axis=0)
+            X[rows, ks] += 1j * hk
+            d = np.imag(plan(X.reshape(shape))).reshape(b, -1) / hk[:, None]
+        else:
+            X = np.repeat(flat0[None], b, axis=0)
+            xp = flat0[ks] + hk
+            X[rows, ks] = xp
+            fp = plan(X.reshape(shape)).reshape(b, -1)
+            if how == "forward":
+                d = (fp - base) / (xp - flat0[ks])[:, None]
+            else:
+                xm = flat0[ks] - hk
+                X[rows, ks] = xm
+                d = (fp - plan(X.reshape(shape)).reshape(b, -1)) / (xp - xm)[:, None]
+    return d[:, 0] if plan.total else d
+
+
+def _input_values(graph, node, source, x, trace, values):
+    """The values of ``node``'s inputs in a traced run where ``source`` took value ``x``."""
+    return [x if j == source else trace[j] if j in trace else values[j] for j in node.inputs]
+
+
+def _kink_tracer(ref, source, total):
+    """A traced plan for ``source`` and the nodes on its path that have kinks (or None)."""
+    graph = ref.graph
+    traced = Plan(graph, ref.order, ref.values, source, ref.output, total=total, trace=True)
+    kinky = [m for m in traced.steps if graph.nodes[m].op.kink_side is not None]
+    return (traced, kinky) if kinky else None
+
+
+def _crossed(ref, tracer, source, x_plus, x_minus):
+    """Run at two points; the kinky nodes whose side differs there or from the base point."""
+    traced, kinky = tracer
+    graph = ref.graph
+    with np.errstate(all="ignore"):
+        fp, tp = traced(x_plus)
+        fm, tm = traced(x_minus)
+        crossed = []
+        for m in kinky:
+            node = graph.nodes[m]
+            side = node.op.kink_side
+            s0 = side(*[ref.values[j] for j in node.inputs], *node.params)
+            sp = side(*_input_values(graph, node, source, x_plus, tp, ref.values), *node.params)
+            sm = side(*_input_values(graph, node, source, x_minus, tm, ref.values),
+                      *node.params)
+            if not (np.array_equal(sp, s0) and np.array_equal(sm, s0)):
+                crossed.append(m)
+    return crossed, np.ravel(fp), np.ravel(fm)
+
+
+def _find_kinks(ic, ref, source, x0, eps, atol, rtol, jacobian):
+    """Turn failures that straddle a point where an op is not differentiable into kinks."""
+    tracer = _kink_tracer(ref, source, not jacobian)
+    if tracer is None:
+        return
+    n_in = x0.size
+    h = _steps(x0, eps).ravel()
+    flat0 = x0.reshape(-1)
+    base = ref.values[ref.output]
+    base = np.sum(base) if not jacobian else np.ravel(base)
+    status = ic.status.reshape(-1)
+    analytic = ic.analytic.reshape(-1)
+    runs = {}
+    for pos in np.flatnonzero(status == "fail"):
+        k, row = int(pos % n_in), int(pos // n_in)
+        if k not in runs:
+            if len(runs) >= _KINK_LIMIT:
+                break
+            o = flat0[k]
+            xp, xm = o + h[k], o - h[k]
+            plus, minus = np.array(x0, dtype=np.float64), np.array(x0, dtype=np.float64)
+            plus.reshape(-1)[k], minus.reshape(-1)[k] = xp, xm
+            runs[k] = _crossed(ref, tracer, source, plus, minus) + (xp - o, o - xm)
+        crossed, fp, fm, hp, hm = runs[k]
+        if not crossed:
+            continue
+        f0 = base if not jacobian else base[row]
+        right = float((fp[row if jacobian else 0] - f0) / hp)
+        left = float((f0 - fm[row if jacobian else 0]) / hm)
+        inside = _inside(float(analytic[pos]), left, right, atol, rtol)
+        ic.kinks[int(pos)] = {"nodes": crossed, "left": left, "right": right, "inside": inside}
+        if inside:
+            status[pos] = "kink"
+
+
+def _inside(a, left, right, atol, rtol):
+    """Whether ``a`` lies in the subgradient bracket of the two one-sided slopes."""
+    lo, hi = min(left, right), max(left, right)
+    tol = atol + rtol * max(abs(lo), abs(hi))
+    return lo - tol <= a <= hi + tol
+
+
+# ---------------------------------------------------------------- --eps-sweep
+
+SWEEP_EPS = tuple(10.0 ** -k for k in range(1, 13))
+_SWEEP_SAMPLE = 64
+
+
+def _sweep(ref, targets, analytic, method, jacobian, rng):
+    """Max error against the analytic gradient for each step size: truncation vs rounding."""
+    picks = []
+    for name, i in targets.items():
+        if i is None:
+            continue
+        x0 = np.asarray(ref.values[i], dtype=np.float64)
+        n = x0.size
+        ks = np.sort(rng.choice(n, size=min(n, _SWEEP_SAMPLE), replace=False))
+        a = np.asarray(analytic[name], dtype=np.float64).reshape(-1 if not jacobian else
+                                                                 (-1, n))
+        picks.append((i, x0, ks, a[..., ks]))
+    rows = []
+    how = "central" if method in ("central", "richardson") else method
+    for eps in SWEEP_EPS:
+        abs_err = rel_err = 0.0
+        for i, x0, ks, a in picks:
+            plan = _plan(ref, i, False, how == "complex", not jacobian)
+            h = _steps(x0, eps).ravel()
+            base = ref.values[ref.output]
+            base = np.sum(base) if not jacobian else np.asarray(base)
+            d = _diff_single(plan, x0, h, ks, how, base)
+            num = d.T if jacobian else d
+            with np.errstate(invalid="ignore"):
+                err = np.abs(a - num)
+                scale = np.maximum(np.maximum(np.abs(a), np.abs(num)), EPS64)
+            abs_err = max(abs_err, float(np.nanmax(err)))
+            rel_err = max(rel_err, float(np.nanmax(err / scale)))
+        rows.append({"eps": eps, "max_abs_err": abs_err, "max_rel_err": rel_err})
+    return rows
+
+
+# ---------------------------------------------------------------- blame the op
+
+def _depends(graph, order, targets):
+    """Node ids that a target lies at or below."""
+    dep = set(i for i in targets.values() if i is not None)
+    for i in order:
+        if any(j in dep for j in graph.nodes[i].inputs):
+            dep.add(i)
+    return dep
+
+
+def blame(graph, ref, targets, rng, atol, rtol, eps=None):
+    """Check each node's own backward with a random upstream; return the ones that are wrong.
+
+    Each node is checked on the inputs it really got, in isolation, so a correct node below
+    a wrong one is not blamed for the wrong gradient it was handed.
+    """
+    eps = default_eps("central") if eps is None else eps
+    dep = _depends(graph, ref.order, targets)
+    out = []
+    for i in ref.order:
+        node = graph.nodes[i]
+        if not node.inputs or i not in dep:
+            continue
+        xs = [np.asarray(ref.values[j], dtype=np.float64) for j in node.inputs]
+        which = [k for k, j in enumerate(node.inputs) if j in dep]
+        res = local_check(graph, node, xs, which, rng, atol, rtol, eps)
+        bad = [r for r in res if r["status"] == "fail"]
+        if bad:
+            out.append({"node": i, "label": graph.source(i, 40), "op": node.op.name,
+                        "max_rel_err": max(r["max_rel_err"] for r in bad),
+                        "max_abs_err": max(r["max_abs_err"] for r in bad),
+                        "inputs": res})
+    return out
+
+
+def _forward_fn(graph, node):
+    op = node.op
+    if op.gate is None:
+        return lambda *xs: op.forward(*xs, *node.params)
+    return lambda *xs: np.asarray(op.gate().forward(*xs), dtype=np.float64)
+
+
+def local_check(graph, node, xs, which, rng, atol, rtol, eps):
+    """One node's backward against central differences of sum(u * forward(...))."""
+    fwd = _forward_fn(graph, node)
+    with np.errstate(all="ignore"):
+        if node.op.gate is not None:
+            inst, y = engine.gate_forward(graph, node, xs, np.float64)
+        else:
+            inst, y = None, fwd(*xs)
+        u = rng.standard_normal(np.shape(y))
+        gate = engine.gate_backward(graph, node, inst, u, xs) if inst is not None else None
+        results = []
+        for k in which:
+            a = np.asarray(engine.downstream(node, k, u, y, xs, gate)[0], dtype=np.float64)
+            num = _local_numeric(fwd, xs, k, u, eps)
+            err = np.abs(a - num)
+            ok = err <= atol + rtol * np.abs(num)
+            ok |= a == num
+            rel = err / np.maximum(np.maximum(np.abs(a), np.abs(num)), atol)
+            status = "ok" if ok.all() else "fail"
+            if status == "fail" and node.op.kink_side is not None and \
+                    _local_kink(node, xs, k, eps, ~ok):
+                status = "kink"
+            results.append({"input": k, "name": node.op.argnames[k] if k < len(
+                node.op.argnames) else f"#{k}", "max_abs_err": float(np.nanmax(err, initial=0)),
+                "max_rel_err": float(np.nanmax(rel, initial=0)), "status": status,
+                "analytic": a, "numeric": num})
+    return results
+
+
+def _local_numeric(fwd, xs, k, u, eps):
+    x = np.array(xs[k], dtype=np.float64)
+    flat = x.reshape(-1)
+    h = _steps(x, eps).ravel()
+    args = list(xs)
+    args[k] = x
+    out = np.empty(x.size)
+    for m in range(x.size):
+        o = flat[m]
+        xp, xm = o + h[m], o - h[m]
+        flat[m] = xp
+        fp = np.sum(u * fwd(*args))
+        flat[m] = xm
+        fm = np.sum(u * fwd(*args))
+        flat[m] = o
+        out[m] = (fp - fm) / (xp - xm)
+    return out.reshape(x.shape)
+
+
+def _local_kink(node, xs, k, eps, bad):
+    """Whether stepping input k's bad elements crosses one of the op's kinks."""
+    side = node.op.kink_side
+    s0 = side(*xs, *node.params)
+    x = np.array(xs[k], dtype=np.float64)
+    flat = x.reshape(-1)
+    h = _steps(x, eps).ravel()
+    args = list(xs)
+    args[k] = x
+    for m in np.flatnonzero(np.ravel(bad)):
+        o = flat[m]
+        for step in (h[m], -h[m]):
+            flat[m] = o + step
+            if not np.array_equal(side(*args, *node.params), s0):
+                flat[m] = o
+                return True
+        flat[m] = o
+    return False
+
+
+# ---------------------------------------------------------------- --fast
+
+def _check_fast(report, graph, bindings, ref, targets, rng, count, output, dtype):
+    """u.J.v for a few random directions v (and output weights u): a handful of passes."""
+    out_shape = np.shape(ref.values[ref.output])
+    jac = report.jacobian
+    grads = None
+    if not jac:
+        grads = engine.differentiate(graph, bindings, wrt=list(targets), output=output,
+                                     dtype=dtype).gradients
+    for name, i in targets.items():
+        if i is None:
+            continue
+        x0 = np.asarray(ref.values[i], dtype=np.float64)
+        plan = _plan(ref, i, False, report.method == "complex", not jac)
+        h = report.eps * max(1.0, float(np.max(np.abs(x0), initial=0)))
+        for p in range(count):
+            v = rng.standard_normal(x0.shape)
+            v = v / max(float(np.max(np.abs(v), initial=0)), 1e-300)
+            if jac:
+                u = rng.standard_normal(out_shape)
+                g = engine.differentiate(graph, bindings, wrt=[name], output=output,
+                                         dtype=dtype, upstream=u).gradients[name]
+            else:
+                u, g = None, grads[name]
+            a = float(np.sum(np.asarray(g, dtype=np.float64) * v))
+            n = _directional(plan, x0, v, h, report.method, u, ref)
+            err = abs(a - n)
+            ok = err <= report.atol + report.rtol * abs(n) or a == n
+            rec = {"wrt": name, "projection": p, "analytic": a, "numeric": n,
+                   "abs_err": err, "rel_err": err / max(abs(a), abs(n), report.atol),
+                   "status": "ok" if ok else "fail"}
+            if not ok and not jac:
+                tracer = _kink_tracer(ref, i, True)
+                if tracer is not None:
+                    crossed, fp, fm = _crossed(ref, tracer, i, x0 + h * v, x0 - h * v)
+                    if crossed:
+                        f0 = float(np.sum(ref.values[ref.output]))
+                        left, right = (f0 - float(fm[0])) / h, (float(fp[0]) - f0) / h
+                        inside = _inside(a, left, right, report.atol, report.rtol)
+                        rec["kink"] = {"nodes": crossed, "left": left, "right": right,
+                                       "inside": inside}
+                        if inside:
+                            rec["status"] = "kink"
+            report.projections.append(rec)
+
+
+def _directional(plan, x0, v, h, method, u, ref):
+    def f(x):
+        y = plan(x)
+        return np.sum(y * u) if u is not None else y
+    with np.errstate(all="ignore"):
+        if method == "complex":
+            return float(np.imag(f(x0 + 1j * h * v)) / h)
+        if method == "forward":
+            base = ref.values[ref.output]
+            base = np.sum(base * u) if u is not None else np.sum(base)
+            return float((f(x0 + h * v) - base) / h)
+        d1 = (f(x0 + h * v) - f(x0 - h * v)) / (2 * h)
+        if method == "central":
+            return float(d1)
+        d2 = (f(x0 + h / 2 * v) - f(x0 - h / 2 * v)) / h
+        return float((4 * d2 - d1) / 3)
+
+
+# ---------------------------------------------------------------- custom ops on their own
+
+_TRY_SHAPES = ((), (3,), (2, 3))
+
+
+def _sample(rng, shape, domain):
+    if isinstance(domain, (tuple, list)):
+        lo, hi = float(domain[0]), float(domain[1])
+        pad = 0.1 * (hi - lo)  # away from the ends, where poles and kinks live
+        return rng.uniform(lo + pad, hi - pad, shape)
+    mag = rng.uniform(0.5, 1.5, shape)
+    if domain == "positive":
+        return mag
+    return mag * rng.choice([-1.0, 1.0], shape)  # real and nonzero: away from zero
+
+
+def check_ops(library, *, seed=0, eps=None, atol=None, rtol=None):
+    """Self-check every custom op at random inputs with a random upstream gradient."""
+    from .graph import Node
+
+    eps = default_eps("central") if eps is None else float(eps)
+    d_atol, d_rtol = default_tolerances("central")
+    atol = d_atol if atol is None else float(atol)
+    rtol = d_rtol if rtol is None else float(rtol)
+    rng = np.random.default_rng(seed)
+    report = Report(method="central", eps=eps, atol=atol, rtol=rtol, dtype="float64",
+                    strict=False, jacobian=False, fast=False, seed=seed, ops=[])
+    for op in library.custom.values():
+        domain = op.sample_domain or ["real"] * op.arity
+        tries = [op.shapes] if op.shapes else [[s] * op.arity for s in _TRY_SHAPES]
+        node = Node(0, op, tuple(range(op.arity)))
+        graph = _OneOpGraph(op)
+        errors = []
+        for shapes in tries:
+            xs = [_sample(rng, s, d) for s, d in zip(shapes, domain)]
+            try:
+                with np.errstate(all="ignore"):
+                    op.gate().forward(*[x.copy() for x in xs])
+            except Exception as e:
+                from .plugins import _exc_text
+
+                errors.append(f"{shapes}: {_exc_text(e, op.path)}")
+                continue
+            break
+        else:
+            from .plugins import OpsFileError
+
+            raise OpsFileError(f"op {op.name}: forward fails at every shape tried: "
+                               + "; ".join(errors))
+        res = local_check(graph, node, xs, range(op.arity), rng, atol, rtol, eps)
+        for r, x in zip(res, xs):
+            r["shape"] = list(np.shape(x))
+        report.ops.append({"name": op.name, "file": op.path, "inputs": res,
+                           "status": "fail" if any(r["status"] == "fail" for r in res)
+                           else "ok"})
+    return report
+
+
+class _OneOpGraph:
+    """Just enough of a graph for one op's messages when it is checked on its own."""
+
+    def __init__(self, op):
+        self.text = f"{op.name}({', '.join(op.argnames)})"
+
+    def source(self, i, limit=None):
+        return self.text

@@ -1,0 +1,325 @@
+"""``gradcli check`` results: a table per input for people, JSON and CSV for programs."""
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+
+from ..values import to_json
+from . import text as fmt
+
+_SHOW = 10        # rows per input shown by default when it has more elements
+_SHOW_BAD = 50    # failing / kink rows shown at most, without --all
+
+
+def _idx(index, name):
+    return f"{name}[{', '.join(map(str, index))}]" if index else name
+
+
+def _e(x):
+    """An error in 2 significant digits: 3.1e-10, 0.31, 0."""
+    x = float(x)
+    if x == 0:
+        return "0"
+    if not np.isfinite(x):
+        return fmt.num(x)
+    return f"{x:.2g}" if 1e-3 <= abs(x) < 1e3 else f"{x:.1e}"
+
+
+def _method_text(r):
+    words = {"central": "central differences", "forward": "forward differences",
+             "complex": "the complex step", "richardson": "Richardson extrapolation"}
+    return words[r.method]
+
+
+def rows(report):
+    """Every element's record, as SPEC's JSON ``results`` entries."""
+    out = []
+    for ic in report.inputs:
+        a, n = ic.analytic.reshape(-1), ic.numeric.reshape(-1)
+        ae, re_, st = ic.abs_err.reshape(-1), ic.rel_err.reshape(-1), ic.status.reshape(-1)
+        est = ic.err_est.reshape(-1) if ic.err_est is not None else None
+        for pos, index, out_index in ic.indices():
+            d = {"wrt": ic.name, "index": list(index)}
+            if out_index is not None:
+                d["output_index"] = list(out_index)
+            d.update({"analytic": to_json(a[pos]), "numeric": to_json(n[pos]),
+                      "abs_err": to_json(ae[pos]), "rel_err": to_json(re_[pos]),
+                      "status": st[pos]})
+            if est is not None:
+                d["error_estimate"] = to_json(est[pos])
+            if pos in ic.kinks:
+                d["kink"] = _kink_json(report, ic.kinks[pos])
+            out.append(d)
+    return out
+
+
+def _kink_json(report, k):
+    g = report.graph
+    return {"nodes": [{"id": m, "op": g.nodes[m].op.name, "label": g.source(m, 40)}
+                      for m in k["nodes"]],
+            "left_slope": to_json(k["left"]), "right_slope": to_json(k["right"]),
+            "analytic_inside": bool(k["inside"])}
+
+
+def as_json(report):
+    d = {"ok": report.ok, "method": report.method, "eps": report.eps,
+         "max_abs_err": to_json(report.max_abs_err), "max_rel_err": to_json(report.max_rel_err),
+         "atol": report.atol, "rtol": report.rtol, "grade": report.grade,
+         "dtype": report.dtype}
+    if getattr(report, "ops", None) is not None:
+        d["results"] = ops_rows(report)
+        d["ops"] = [{"name": o["name"], "file": o["file"], "status": o["status"],
+                     "inputs": [_input_summary(r) for r in o["inputs"]]} for o in report.ops]
+        return d
+    d["results"] = rows(report)
+    if report.fast:
+        d["fast"] = True
+        d["projections"] = [{k: (to_json(v) if isinstance(v, float) else v)
+                             for k, v in p.items() if k != "kink"}
+                            | ({"kink": _kink_json(report, p["kink"])} if "kink" in p else {})
+                            for p in report.projections]
+    d["kinks"] = sum(1 for s in report.statuses if s == "kink")
+    d["blame"] = [{"node": b["node"], "label": b["label"], "op": b["op"],
+                   "max_abs_err": b["max_abs_err"], "max_rel_err": b["max_rel_err"],
+                   "inputs": [_input_summary(r) for r in b["inputs"]]} for b in report.blame]
+    if report.sweep:
+        d["sweep"] = report.sweep
+    return d
+
+
+def _input_summary(r):
+    return {"input": r["name"], "max_abs_err": r["max_abs_err"],
+            "max_rel_err": r["max_rel_err"], "status": r["status"]}
+
+
+def ops_rows(report):
+    out = []
+    for o in report.ops:
+        for r in o["inputs"]:
+            a, n = np.ravel(r["analytic"]), np.ravel(r["numeric"])
+            for pos, index in enumerate(np.ndindex(tuple(r["shape"]))):
+                err = abs(a[pos] - n[pos])
+                out.append({"op": o["name"], "wrt": r["name"], "index": list(index),
+                            "analytic": to_json(a[pos]), "numeric": to_json(n[pos]),
+                            "abs_err": to_json(err),
+                            "rel_err": to_json(err / max(abs(a[pos]), abs(n[pos]),
+                                                         report.atol)),
+                            "status": r["status"]})
+    return out
+
+
+def as_csv(report):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if getattr(report, "ops", None) is not None:
+        data = ops_rows(report)
+        cols = ["op", "wrt", "index", "analytic", "numeric", "abs_err", "rel_err", "status"]
+    elif report.fast:
+        data = report.projections
+        cols = ["wrt", "projection", "analytic", "numeric", "abs_err", "rel_err", "status"]
+    else:
+        data = rows(report)
+        cols = ["wrt", "index", "analytic", "numeric", "abs_err", "rel_err", "status"]
+        if report.jacobian:
+            cols.insert(1, "output_index")
+    w.writerow(cols)
+    for d in data:
+        w.writerow([",".join(map(str, d[c])) if isinstance(d.get(c), list) else d.get(c)
+                    for c in cols])
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- the table
+
+def _new_table(cols):
+    from rich import box
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for c in cols:
+        t.add_column(c, justify="right" if c not in ("index", "status", "wrt", "op", "input")
+                     else "left")
+    return t
+
+
+def _status(s):
+    from rich.text import Text
+
+    return Text(s, style={"ok": "green", "fail": "bold red", "kink": "yellow"}.get(s))
+
+
+def _pick(ic, show_all):
+    """Which element positions to list: all, or the bad ones and the worst of the rest."""
+    st = ic.status.reshape(-1)
+    n = st.size
+    if show_all or n <= _SHOW:
+        return list(range(n)), 0
+    bad = [int(p) for p in np.flatnonzero(st != "ok")][:_SHOW_BAD]
+    if len(bad) < _SHOW:
+        rel = np.nan_to_num(ic.rel_err.reshape(-1), nan=np.inf)
+        worst = [int(p) for p in np.argsort(-rel, kind="stable") if st[p] == "ok"]
+        bad += worst[:_SHOW - len(bad)]
+    return sorted(bad), n - len(bad)
+
+
+def table(report, show_all=False):
+    from rich.text import Text
+
+    out = []
+    program = report.graph.source(report.graph.names[report.output_name], 60)
+    name = report.output_name
+    what = name if program == name else f"{name} = {program}"
+    out.append(Text(f"checking {what} against {_method_text(report)}: "
+                    f"eps {report.eps:.3g} (times each element's size when above 1); "
+                    f"an element passes when |analytic - numeric| <= "
+                    f"{report.atol:g} + {report.rtol:g} * |numeric|"))
+    if report.fast:
+        out += _fast_table(report)
+    for ic in report.inputs:
+        st = ic.status.reshape(-1)
+        counts = {s: int(np.count_nonzero(st == s)) for s in ("ok", "kink", "fail")}
+        summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        worst = float(np.nanmax(ic.rel_err, initial=0)) if ic.rel_err.size else 0.0
+        unit = "entr" if ic.out_shape is not None else "element"
+        unit += ("ies" if st.size != 1 else "y") if ic.out_shape is not None else \
+            ("s" if st.size != 1 else "")
+        out.append(Text(f"\n{ic.name}: shape {fmt.shape_text(ic.shape)}, {st.size} "
+                        f"{unit}: {summary}; "
+                        f"max rel err {_e(worst)} ({_grade(worst)})", style="bold"))
+        cols = ["index", "analytic", "numeric", "abs err", "rel err", "status"]
+        if ic.out_shape is not None:
+            cols.insert(0, "output")
+        if ic.err_est is not None:
+            cols.insert(-1, "error estimate")
+        t = _new_table(cols)
+        picks, rest = _pick(ic, show_all)
+        a, n = ic.analytic.reshape(-1), ic.numeric.reshape(-1)
+        ae, re_ = ic.abs_err.reshape(-1), ic.rel_err.reshape(-1)
+        est = ic.err_est.reshape(-1) if ic.err_est is not None else None
+        index = list(ic.indices())
+        for p in picks:
+            _, i, o = index[p]
+            row = [_idx(i, ic.name), fmt.num(a[p]), fmt.num(n[p]), _e(ae[p]), _e(re_[p])]
+            if o is not None:
+                row.insert(0, _idx(o, report.output_name))
+            if est is not None:
+                row.append(_e(est[p]))
+            t.add_row(*row, _status(st[p]))
+        out.append(t)
+        if rest:
+            out.append(Text(f"  … {rest} more ok (--all lists every element)"))
+        for p, k in sorted(ic.kinks.items()):
+            _, i, _o = index[p]
+            out.append(Text("  " + _kink_text(report, _idx(i, ic.name), a[p], k)))
+    if report.sweep:
+        out += _sweep_table(report)
+    out += _verdict(report)
+    return out
+
+
+def _grade(rel):
+    from ..gradcheck import grade
+
+    return grade(rel)
+
+
+def _kink_text(report, where, analytic, k):
+    g = report.graph
+    nodes = ", ".join(f"node {m} {g.source(m, 30)}" for m in k["nodes"])
+    lo, hi = sorted((k["left"], k["right"]))
+    inside = "lies inside" if k["inside"] else "lies OUTSIDE"
+    return (f"kink at {where}: the step crosses a point where {nodes} is not "
+            f"differentiable; one-sided slopes {fmt.num(k['left'])} (left) and "
+            f"{fmt.num(k['right'])} (right); the analytic {fmt.num(analytic)} {inside} "
+            f"[{fmt.num(lo)}, {fmt.num(hi)}]")
+
+
+def _fast_table(report):
+    from rich.text import Text
+
+    t = _new_table(["wrt", "projection", "analytic u·J·v", "numeric", "abs err", "rel err",
+                    "status"])
+    for p in report.projections:
+        t.add_row(p["wrt"], str(p["projection"]), fmt.num(p["analytic"]),
+                  fmt.num(p["numeric"]), _e(p["abs_err"]), _e(p["rel_err"]),
+                  _status(p["status"]))
+    out = [Text("\n--fast: random projections u·J·v against a directional difference "
+                "(a wrong gradient passes all of them with probability about "
+                "(0.8 t/|error|)^k for k projections at tolerance t)"), t]
+    for p in report.projections:
+        if p["status"] != "ok" and "kink" in p:
+            out.append(Text("  " + _kink_text(report, f"{p['wrt']} (projection "
+                                              f"{p['projection']})", p["analytic"],
+                                              p["kink"])))
+    failed = sorted({p["wrt"] for p in report.projections if p["status"] == "fail"})
+    if failed:
+        out.append(Text(f"  projections failed for: {', '.join(failed)}", style="bold red"))
+    return out
+
+
+def _sweep_table(report):
+    from rich.text import Text
+
+    t = _new_table(["eps", "max abs err", "max rel err", ""])
+    best = min(report.sweep, key=lambda r: r["max_rel_err"])
+    for r in report.sweep:
+        mark = "← smallest error" if r is best else ""
+        t.add_row(f"{r['eps']:.0e}", _e(r["max_abs_err"]), _e(r["max_rel_err"]), mark)
+    return [Text("\n--eps-sweep (central differences on up to 64 elements per input): "
+                 "large steps lose to truncation (error ~ eps^2), small ones to rounding "
+                 "(error ~ 1e-16 / eps)"), t]
+
+
+def _verdict(report):
+    from rich.text import Text
+
+    out = []
+    for b in report.blame:
+        bad = ", ".join(r["name"] for r in b["inputs"] if r["status"] == "fail")
+        out.append(Text(f"blame: node {b['node']} {b['label']}: backward disagrees with "
+                        f"finite differences for its argument {bad} (max rel err "
+                        f"{_e(b['max_rel_err'])})", style="bold red"))
+    if report.failed and not report.blame:
+        out.append(Text("blame: no node's backward is wrong on its own; the mismatch comes "
+                        "from their combination (rounding, a too-tight tolerance or a step "
+                        "too large for this function: try --eps-sweep)"))
+    statuses = report.statuses
+    n = len(statuses)
+    fails = statuses.count("fail")
+    kinks = statuses.count("kink")
+    what = "projections" if report.fast else "elements"
+    if fails:
+        word, style = "FAIL", "bold red"
+        text = f"{fails} of {n} {what} disagree"
+    elif kinks and report.strict:
+        word, style = "FAIL", "bold red"
+        text = f"{kinks} of {n} {what} at kinks (--strict)"
+    else:
+        word, style = "PASS", "bold green"
+        text = f"{n - kinks} of {n} {what} agree" + (f", {kinks} at kinks" if kinks else "")
+    out.append(Text(f"\n{word}: {text} (max abs err {_e(report.max_abs_err)}, max rel err "
+                    f"{_e(report.max_rel_err)}: {report.grade})", style=style))
+    return out
+
+
+def ops_table(report):
+    from rich.text import Text
+
+    t = _new_table(["op", "input", "shape", "max abs err", "max rel err", "status"])
+    for o in report.ops:
+        for r in o["inputs"]:
+            t.add_row(o["name"], r["name"], fmt.shape_text(tuple(r["shape"])),
+                      _e(r["max_abs_err"]), _e(r["max_rel_err"]), _status(r["status"]))
+    out = [Text(f"checking each custom op's backward against central differences at random "
+                f"inputs, with a random upstream gradient (seed {report.seed})"), t]
+    bad = [o["name"] for o in report.ops if o["status"] == "fail"]
+    n = len(report.ops)
+    if bad:
+        out.append(Text(f"\nFAIL: {len(bad)} of {n} ops disagree: {', '.join(bad)}",
+                        style="bold red"))
+    else:
+        out.append(Text(f"\nPASS: {n} of {n} ops agree (max rel err {_e(report.max_rel_err)})",
+                        style="bold green"))
+    return out

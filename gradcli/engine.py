@@ -64,7 +64,7 @@ class Trace:
 
     ``local[i][k]`` is node i's local gradient for input k (elementwise ops; else None),
     ``down[i][k]`` the downstream gradient it sent to input k (None: not sent), and
-    ``into[j]`` the (consumer id, gradient) pairs summed into node j's gradient.
+    ``into[j]`` the (consumer id, argument k, gradient) summed into node j's gradient.
     """
 
     def __init__(self):
@@ -305,9 +305,11 @@ def resolve_targets(ev, wrt):
             from .parse import _did_you_mean
 
             choices = ", ".join(variables) or "none"
+            named = ", ".join(n for n in graph.names if n not in variables)
             raise BindingError(f"--wrt {name}: the program has no variable or value named "
                                f"{name}{_did_you_mean(name, list(graph.names))} "
-                               f"(variables: {choices})")
+                               f"(variables: {choices}" + (f"; named values: {named})"
+                                                           if named else ")"))
         if i not in ran:
             ev.warnings.append(f"{ev.output_name} does not depend on {name}: "
                                f"its gradient is 0")
@@ -402,4 +404,4 @@ def _backward_node(node, i, grads, values, need, states, graph, tr):
         if tr is not None:
             tr.local.setdefault(i, {})[k] = local
             tr.down.setdefault(i, {})[k] = d
-            tr.into.setdefault(j, []).append((i, d))
+            tr.into.setdefault(j, []).append((i, k, d))

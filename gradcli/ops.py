@@ -256,7 +256,7 @@ def _softplus(x):
 
 exp = _unary("exp", np.exp, lambda out, x: out, "exp(x)")
 log = _unary("log", np.log, lambda out, x: 1 / x, "1 / x", domain="x > 0")
-sqrt = _unary("sqrt", np.sqrt, lambda out, x: 0.5 / out, "1 / (2 sqrt(x))",
+sqrt = _unary("sqrt", np.sqrt, lambda out, x: 0.5 / out, "1 / (2 * sqrt(x))",
               domain="x >= 0", kinks="x = 0 (derivative inf)")
 sin = _unary("sin", np.sin, lambda out, x: cos(x), "cos(x)")
 cos = _unary("cos", np.cos, lambda out, x: -sin(x), "-sin(x)")
@@ -271,7 +271,7 @@ sinh = _unary("sinh", np.sinh, lambda out, x: cosh(x), "cosh(x)")
 cosh = _unary("cosh", np.cosh, lambda out, x: sinh(x), "sinh(x)")
 tanh = _unary("tanh", np.tanh, lambda out, x: 1 - out * out, "1 - tanh(x)^2")
 sigmoid = _unary("sigmoid", _sigmoid, lambda out, x: out * (1 - out),
-                 "sigmoid(x) (1 - sigmoid(x))")
+                 "sigmoid(x) * (1 - sigmoid(x))")
 relu = _unary("relu", _relu, lambda out, x: step(x), "1 if x > 0, else 0",
               kinks="x = 0 (derivative taken as 0)")
 softplus = _unary("softplus", _softplus, lambda out, x: sigmoid(x), "sigmoid(x)")
@@ -404,7 +404,8 @@ def _dot(a, b):
 
 
 matmul = defop("matmul", _matmul, arity=2, symbol="@", vjps=(_matmul_da, _matmul_db),
-               formulas=("g @ transpose(b)", "transpose(a) @ g"),
+               formulas=("g @ transpose(b) (an outer product if b is 1-D)",
+                         "transpose(a) @ g (an outer product if a is 1-D)"),
                doc="matrix product (matrix-matrix, matrix-vector, vector-vector)")
 dot = defop("dot", _dot, arity=2, vjps=(lambda g, out, a, b: g * b, lambda g, out, a, b: g * a),
             formulas=("g * b", "g * a"), doc="inner product of two vectors of one length")
@@ -453,10 +454,10 @@ def _logsumexp_vjp(g, out, x):
 
 
 softmax = defop("softmax", _softmax, arity=1, vjps=(_softmax_vjp,),
-                formulas=("softmax(x) * (g - sum(g * softmax(x)))  (along the last axis)",),
+                formulas=("softmax(x) * (g - sum(g * softmax(x))) (along the last axis)",),
                 doc="exp(x) / sum(exp(x)) along the last axis, computed stably")
 logsumexp = defop("logsumexp", _logsumexp, arity=1, vjps=(_logsumexp_vjp,),
-                  formulas=("g * softmax(x)  (along the last axis)",),
+                  formulas=("g * softmax(x) (along the last axis)",),
                   doc="log(sum(exp(x))) along the last axis, computed stably")
 
 

@@ -306,6 +306,10 @@ _BINARY = {"STAR", "SLASH", "AT", "POW"}
 
 def _expected(names):
     names = set(names)
+    if "PLUS" in names and not names & {"NAME", "NUMBER", "LPAR"}:
+        # After a complete operand.  LALR may have reduced it into a sum before noticing the
+        # error, leaving only + and - in its table; * / @ ** were just as possible.
+        names |= _BINARY
     words = []
     if _BINARY <= names:  # after a complete operand: any operator may follow
         names -= _BINARY | {"PLUS", "MINUS"}
@@ -335,7 +339,7 @@ def _syntax_error(e, text):
             kind = {"NAME": "name ", "NUMBER": "number ", "INT": "number "}.get(token.type, "")
             what = ("unexpected new line" if token.type == "_SEP" and token.value != ";"
                     else f"unexpected {kind}{str(token)!r}")
-        if token.type in ("NAME", "NUMBER") and "INT" in e.expected:
+        if token.type in ("NAME", "NUMBER") and ({"INT", "COLON"} & set(e.expected)):
             return ParseError("an index or slice takes whole-number constants, "
                               "as in x[0], W[1, -1], x[1:]", text, pos)
         return ParseError(f"{what}; expected {_expected(_accepted(e))}", text, pos)

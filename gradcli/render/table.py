@@ -91,7 +91,13 @@ def _formula(op, k, labels):
     text = op.formulas[k] if k < len(op.formulas) else op.formulas[-1]
     if text in names:
         return names[text]
-    return _CANONICAL.sub(lambda m: _paren(names.get(m.group(1), m.group(1))), text)
+
+    def sub(m):
+        label = names.get(m.group(1), m.group(1))
+        s, a, b = m.string, m.start(), m.end()
+        alone = a > 0 and s[a - 1] == "(" and b < len(s) and s[b] == ")"  # f(x): as is
+        return label if alone else _paren(label)
+    return _CANONICAL.sub(sub, text)
 
 
 def _scalar(*values):
@@ -100,17 +106,19 @@ def _scalar(*values):
 
 def _fan_in(graph, into, j):
     """``2 (via a) + 3 (via b) = 5`` for a value that fans out to several nodes."""
-    parts = sorted(into.get(j, []), key=lambda p: p[0])
+    parts = sorted(into.get(j, []), key=lambda p: p[:2])
     if len(parts) < 2:
         return None
+    consumers = [i for i, _, _ in parts]
     text = ""
-    for n, (i, d) in enumerate(parts):
+    for n, (i, k, d) in enumerate(parts):
         term = fmt.array(d)
         if n and term.startswith("-") and np.ndim(d) == 0:
             text += f" - {term[1:]}"
         else:
             text += f" + {term}" if n else term
-        text += f" (via {graph.label(i)})"
+        which = f", argument {k + 1}" if consumers.count(i) > 1 else ""
+        text += f" (via {graph.label(i)}{which})"
     return text
 
 
@@ -132,7 +140,7 @@ def gradients(res):
         if fan:
             up = f"{fan} = {up}"
         if i == res.output:
-            up = "1 (start)" if np.ndim(g) == 0 else f"{up} (start)"
+            up = f"{up} (start)"
         locs, downs = [], []
         labels = [graph.label(j) for j in node.inputs]
         for k, j in enumerate(node.inputs):

@@ -8,11 +8,12 @@ The heavy parts (NumPy, the parser) load on first use, so ``gradcli --help`` sta
 """
 __version__ = "0.1.0"
 
-__all__ = ["grad", "evaluate", "compile", "GradcliError", "__version__"]
+__all__ = ["grad", "evaluate", "compile", "check", "check_ops", "load_ops", "GradcliError",
+           "__version__"]
 
 
 def __getattr__(name):
-    if name in ("grad", "evaluate", "compile"):
+    if name in ("grad", "evaluate", "compile", "check", "check_ops", "load_ops"):
         from . import api
 
         return getattr(api, name)

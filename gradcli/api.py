@@ -7,19 +7,27 @@
 
 Bindings are keyword arguments (numbers, lists or arrays) or a mapping passed second, for
 names that clash with an option (``gradcli.grad("output * 2", {"output": 3})``).  A program
-is parsed once and kept, so calling these in a loop costs only the passes.
+is parsed once and kept, so calling these in a loop costs only the passes.  Custom ops come
+from ``load_ops("gates.py")``, passed as ``ops=``.
 """
 from __future__ import annotations
 
 from . import engine
 from .parse import parse
 
-__all__ = ["compile", "evaluate", "grad"]
+__all__ = ["compile", "evaluate", "grad", "check", "check_ops", "load_ops"]
 
 
-def compile(program):
+def load_ops(*paths):
+    """Load custom ops (forward/backward classes) from Python files; runs their code."""
+    from .plugins import load_ops_files
+
+    return load_ops_files(paths)
+
+
+def compile(program, ops=None):
     """Parse ``program`` into its graph (a :class:`gradcli.graph.Graph`)."""
-    return parse(program) if isinstance(program, str) else program
+    return parse(program, ops) if isinstance(program, str) else program
 
 
 def _bindings(bindings, kw):
@@ -28,20 +36,46 @@ def _bindings(bindings, kw):
     return merged
 
 
-def evaluate(program, bindings=None, /, *, output=None, dtype="float64", **values):
+def _names(wrt):
+    if isinstance(wrt, str):
+        return [w.strip() for w in wrt.split(",") if w.strip()]
+    return wrt
+
+
+def evaluate(program, bindings=None, /, *, output=None, dtype="float64", ops=None, **values):
     """The forward pass; ``.value`` is the output, ``.values[i]`` every node's value."""
-    return engine.evaluate(compile(program), _bindings(bindings, values), output=output,
+    return engine.evaluate(compile(program, ops), _bindings(bindings, values), output=output,
                            dtype=dtype)
 
 
 def grad(program, bindings=None, /, *, wrt=None, upstream=None, output=None,
-         dtype="float64", **values):
+         dtype="float64", ops=None, **values):
     """Forward and reverse pass; ``.gradients[name]`` is d output / d name.
 
     ``wrt`` chooses the variables (a list or ``"a,b"``); ``upstream`` starts the reverse pass
     from an array of the output's shape instead of ones.
     """
-    if isinstance(wrt, str):
-        wrt = [w.strip() for w in wrt.split(",") if w.strip()]
-    return engine.differentiate(compile(program), _bindings(bindings, values), wrt=wrt,
-                                upstream=upstream, output=output, dtype=dtype)
+    return engine.differentiate(compile(program, ops), _bindings(bindings, values),
+                                wrt=_names(wrt), upstream=upstream, output=output, dtype=dtype)
+
+
+def check(program, bindings=None, /, *, wrt=None, output=None, method="central", eps=None,
+          atol=None, rtol=None, jacobian=False, fast=False, projections=4, seed=0,
+          dtype="float64", strict=False, sweep=False, ops=None, **values):
+    """Reverse mode against finite differences; ``.ok``, ``.inputs``, ``.blame``, ...
+
+    The options are those of ``gradcli check``; see :func:`gradcli.gradcheck.check`.
+    """
+    from . import gradcheck
+
+    return gradcheck.check(compile(program, ops), _bindings(bindings, values),
+                           wrt=_names(wrt), output=output, method=method, eps=eps, atol=atol,
+                           rtol=rtol, jacobian=jacobian, fast=fast, projections=projections,
+                           seed=seed, dtype=dtype, strict=strict, sweep=sweep)
+
+
+def check_ops(ops, *, seed=0, eps=None, atol=None, rtol=None):
+    """Check every custom op of ``ops`` (from :func:`load_ops`) at random inputs."""
+    from . import gradcheck
+
+    return gradcheck.check_ops(ops, seed=seed, eps=eps, atol=atol, rtol=rtol)

@@ -1,10 +1,12 @@
 """The README's examples really run, and show what gradcli really prints.
 
 Every ```console block is a transcript: a line starting with ``$ `` is a shell command, run
-with ``shell=True`` in a temporary directory with the virtualenv's ``bin`` first on PATH (so
+with ``shell=True`` from the repository's root (as the README's commands are) with the
+virtualenv's ``bin`` first on PATH (so
 ``gradcli`` and ``python`` are the installed ones), NO_COLOR=1 and COLUMNS=200; the lines up to
 the next ``$ `` line are its expected output, compared with the command's stderr followed by
-its stdout (trailing whitespace stripped per line, trailing blank lines ignored).
+its stdout (trailing whitespace stripped per line, trailing blank lines ignored).  The exit
+code must be 2 when the transcript shows an ``error:``, 1 when it shows a FAIL verdict, else 0.
 """
 from __future__ import annotations
 
@@ -72,12 +74,14 @@ def test_readme_has_transcripts():
 
 
 @pytest.mark.parametrize("cmd, expected", TRANSCRIPTS, ids=[c[:40] for c, _ in TRANSCRIPTS])
-def test_console_example(cmd, expected, tmp_path):
-    p = shell(cmd, tmp_path)
+def test_console_example(cmd, expected):
+    p = shell(cmd, ROOT)
     got = _clean((p.stderr + p.stdout).splitlines())
     assert got == _clean(expected), f"$ {cmd}\n--- stderr\n{p.stderr}--- stdout\n{p.stdout}"
     assert "Traceback" not in p.stderr
-    assert p.returncode == (2 if any(line.startswith("error:") for line in expected) else 0)
+    code = 2 if any(line.startswith("error:") for line in expected) else \
+        1 if any(line.startswith("FAIL") for line in expected) else 0
+    assert p.returncode == code
 
 
 def test_first_block_is_the_set_up():
@@ -113,7 +117,7 @@ def test_command_table_names_real_commands():
     rows = _readme_table("## Commands")
     names = [re.match(r"\| `gradcli (\w+)", row).group(1) for row in rows
              if row.startswith("| `gradcli ")]
-    assert names == ["eval", "grad", "ops"]
+    assert names == ["eval", "grad", "check", "check", "ops"]
     for name in names:
         assert name in main.commands, name
 
@@ -129,7 +133,7 @@ def test_option_table_options_exist():
 
 
 @pytest.mark.parametrize("args", [["--help"], ["-h"], ["eval", "--help"], ["grad", "--help"],
-                                  ["ops", "--help"]])
+                                  ["check", "--help"], ["ops", "--help"]])
 def test_help(args, tmp_path):
     p = shell("gradcli " + " ".join(args), tmp_path)
     assert p.returncode == 0 and p.stderr == ""

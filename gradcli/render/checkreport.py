@@ -181,7 +181,8 @@ def table(report, show_all=False):
         st = ic.status.reshape(-1)
         counts = {s: int(np.count_nonzero(st == s)) for s in ("ok", "kink", "fail")}
         summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-        worst = float(np.nanmax(ic.rel_err, initial=0)) if ic.rel_err.size else 0.0
+        counted = ic.rel_err.reshape(-1)[st != "kink"]  # kinks are not errors of the rule
+        worst = float(np.nanmax(counted, initial=0)) if counted.size else 0.0
         unit = "entr" if ic.out_shape is not None else "element"
         unit += ("ies" if st.size != 1 else "y") if ic.out_shape is not None else \
             ("s" if st.size != 1 else "")

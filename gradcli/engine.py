@@ -13,6 +13,7 @@ they come from and let the nan or inf flow on, as NumPy does.
 from __future__ import annotations
 
 import os
+import warnings as pywarnings
 
 import numpy as np
 
@@ -99,7 +100,14 @@ def bind(graph, order, bindings, dtype, warnings):
     for name in needed:
         v = bindings[name]
         if not (isinstance(v, np.ndarray) and v.dtype == dtype):
-            v = as_array(v, name).astype(dtype)
+            v = as_array(v, name)
+            with np.errstate(all="ignore"):
+                cast = v.astype(dtype)
+            if v.dtype.kind == "f" and np.count_nonzero(np.isinf(cast)) > np.count_nonzero(
+                    np.isinf(v)):
+                warnings.append(f"binding {name} is too large for {np.dtype(dtype).name} "
+                                f"and becomes inf")
+            v = cast
         env[name] = v
     for name in bindings:
         if name not in env:
@@ -145,9 +153,15 @@ def _forward(graph, order, env, dtype, warnings, states):
     def on_fp_error(kind, flag):  # NumPy calls this when an op makes a nan or an inf
         trouble.append((i, kind))
 
+    def on_warning(message, *args, **kwargs):  # NumPy's Python warnings ("Mean of empty slice")
+        trouble.append((i, str(message)))
+
     old = np.seterrcall(on_fp_error)
     try:
-        with np.errstate(over="call", invalid="call", divide="call", under="ignore"):
+        with np.errstate(over="call", invalid="call", divide="call", under="ignore"), \
+                pywarnings.catch_warnings():
+            pywarnings.simplefilter("always")
+            pywarnings.showwarning = on_warning
             for i in order:
                 node = nodes[i]
                 op = node.op
@@ -187,8 +201,9 @@ def _fp_warnings(graph, trouble, values):
         v = np.asarray(values[i])
         bad = int(np.count_nonzero(~np.isfinite(v))) if v.dtype.kind == "f" else 0
         count = f" in {bad} of {v.size} elements" if v.size > 1 else ""
-        out.append(f"node {i} {graph.source(i, 40)} ({node.op.name}){where} "
-                   f"{_FP_WORDS.get(kind, kind)}{count}")
+        what = _FP_WORDS.get(kind)
+        what = f" {what}{count}" if what else f": {kind[:1].lower()}{kind[1:]}"
+        out.append(f"node {i} {graph.source(i, 40)} ({node.op.name}){where}{what}")
     return out
 
 

@@ -289,11 +289,20 @@ def _axis_shape(shape, axis):
     return shape[:axis] + (1,) + shape[axis + 1:]
 
 
+def _no_axis_of_scalar(x, axis):
+    if axis is not None and np.ndim(x) == 0:
+        raise ValueError(f"a scalar has no axis {axis} to reduce over")
+
+
 def _sum(x, axis=None):
+    if axis is not None:
+        _no_axis_of_scalar(x, axis)
     return np.add.reduce(x, axis=axis)  # np.sum, without its Python-level dispatch
 
 
 def _mean(x, axis=None):
+    if axis is not None:
+        _no_axis_of_scalar(x, axis)
     return np.mean(x, axis=axis)
 
 

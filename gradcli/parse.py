@@ -139,13 +139,24 @@ class _Builder:
             if self.names.get(name) != output:  # not just a name: name the output
                 name = self.nodes[output].name
             if name is None or (self.nodes[output].op is oplib.VAR and name == self.nodes[output].name):
-                name = next(n for n in ("f", "out", "result", "f_out") if n not in self.names)
+                name = _fresh_name(self.names)
                 if self.nodes[output].name is None:
                     self.nodes[output].name = name
                 self.names[name] = output
         else:
             _, name, output, _ = last
         return Graph(self.text, self.nodes, self.names, output, name)
+
+
+def _fresh_name(taken):
+    """A name for an unnamed output: f, as in the textbooks, unless the program uses it."""
+    for name in ("f", "out", "result"):
+        if name not in taken:
+            return name
+    k = 1
+    while f"f_{k}" in taken:
+        k += 1
+    return f"f_{k}"
 
 
 def _did_you_mean(name, candidates):

@@ -48,12 +48,19 @@ def parse_value(text, name="value"):
 
 
 def _from_json_text(text, name):
+    return from_nested(_json(text, f"bad value for {name}"), name)
+
+
+def _json(text, what):
+    """JSON text (with bare nan/inf allowed) -> Python objects; errors say ``what``."""
     try:
-        obj = json.loads(_NONFINITE.sub(_json_nonfinite, text))
+        # integers as floats: a 400-digit integer is inf, not an OverflowError later
+        return json.loads(_NONFINITE.sub(_json_nonfinite, text), parse_int=float)
     except json.JSONDecodeError as e:
-        raise BindingError(f"bad value for {name}: {e.msg} at character {e.pos + 1} "
+        raise BindingError(f"{what}: {e.msg} at line {e.lineno}, column {e.colno} "
                            f"of {_clip(text)}") from None
-    return from_nested(obj, name)
+    except RecursionError:
+        raise BindingError(f"{what}: lists nested too deeply") from None
 
 
 def _json_nonfinite(m):
@@ -125,11 +132,7 @@ def load_values_file(path):
         raise BindingError(f"cannot read --values {path}: no such file") from None
     except (OSError, ValueError) as e:
         raise BindingError(f"cannot read --values {path}: {_first_line(e)}") from None
-    try:
-        obj = json.loads(_NONFINITE.sub(_json_nonfinite, text))
-    except json.JSONDecodeError as e:
-        raise BindingError(f"cannot read --values {path}: {e.msg} at line {e.lineno}, "
-                           f"column {e.colno}") from None
+    obj = _json(text, f"cannot read --values {path}")
     if not isinstance(obj, dict):
         raise BindingError(f"--values {path} must hold a JSON object of NAME: VALUE")
     out = {}

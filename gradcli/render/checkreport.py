@@ -8,6 +8,7 @@ import numpy as np
 
 from ..values import to_json
 from . import text as fmt
+from .layout import Line, Styled, Table
 
 _SHOW = 10        # rows per input shown by default when it has more elements
 _SHOW_BAD = 50    # failing / kink rows shown at most, without --all
@@ -134,20 +135,15 @@ def as_csv(report):
 # ---------------------------------------------------------------- the table
 
 def _new_table(cols):
-    from rich import box
-    from rich.table import Table
+    left = ("index", "status", "wrt", "op", "input", "output", "")
+    return Table(*[(c, "left" if c in left else "right") for c in cols])
 
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    for c in cols:
-        t.add_column(c, justify="right" if c not in ("index", "status", "wrt", "op", "input")
-                     else "left")
-    return t
+
+_STATUS_STYLE = {"ok": "green", "fail": "bold red", "kink": "yellow"}
 
 
 def _status(s):
-    from rich.text import Text
-
-    return Text(s, style={"ok": "green", "fail": "bold red", "kink": "yellow"}.get(s))
+    return Styled(s, _STATUS_STYLE.get(s))
 
 
 def _pick(ic, show_all):
@@ -165,13 +161,11 @@ def _pick(ic, show_all):
 
 
 def table(report, show_all=False):
-    from rich.text import Text
-
     out = []
     program = report.graph.source(report.graph.names[report.output_name], 60)
     name = report.output_name
     what = name if program == name else f"{name} = {program}"
-    out.append(Text(f"checking {what} against {_method_text(report)}: "
+    out.append(Line(f"checking {what} against {_method_text(report)}: "
                     f"eps {report.eps:.3g} (times each element's size when above 1); "
                     f"an element passes when |analytic - numeric| <= "
                     f"{report.atol:g} + {report.rtol:g} * |numeric|"))
@@ -186,7 +180,7 @@ def table(report, show_all=False):
         unit = "entr" if ic.out_shape is not None else "element"
         unit += ("ies" if st.size != 1 else "y") if ic.out_shape is not None else \
             ("s" if st.size != 1 else "")
-        out.append(Text(f"\n{ic.name}: shape {fmt.shape_text(ic.shape)}, {st.size} "
+        out.append(Line(f"\n{ic.name}: shape {fmt.shape_text(ic.shape)}, {st.size} "
                         f"{unit}: {summary}; "
                         f"max rel err {_e(worst)} ({_grade(worst)})", style="bold"))
         cols = ["index", "analytic", "numeric", "abs err", "rel err", "status"]
@@ -210,10 +204,10 @@ def table(report, show_all=False):
             t.add_row(*row, _status(st[p]))
         out.append(t)
         if rest:
-            out.append(Text(f"  … {rest} more ok (--all lists every element)"))
+            out.append(Line(f"  … {rest} more ok (--all lists every element)"))
         for p, k in sorted(ic.kinks.items()):
             _, i, _o = index[p]
-            out.append(Text("  " + _kink_text(report, _idx(i, ic.name), a[p], k)))
+            out.append(Line("  " + _kink_text(report, _idx(i, ic.name), a[p], k)))
     if report.sweep:
         out += _sweep_table(report)
     out += _verdict(report)
@@ -238,52 +232,46 @@ def _kink_text(report, where, analytic, k):
 
 
 def _fast_table(report):
-    from rich.text import Text
-
     t = _new_table(["wrt", "projection", "analytic u·J·v", "numeric", "abs err", "rel err",
                     "status"])
     for p in report.projections:
         t.add_row(p["wrt"], str(p["projection"]), fmt.num(p["analytic"]),
                   fmt.num(p["numeric"]), _e(p["abs_err"]), _e(p["rel_err"]),
                   _status(p["status"]))
-    out = [Text("\n--fast: random projections u·J·v against a directional difference "
+    out = [Line("\n--fast: random projections u·J·v against a directional difference "
                 "(a wrong gradient passes all of them with probability about "
                 "(0.8 t/|error|)^k for k projections at tolerance t)"), t]
     for p in report.projections:
         if p["status"] != "ok" and "kink" in p:
-            out.append(Text("  " + _kink_text(report, f"{p['wrt']} (projection "
+            out.append(Line("  " + _kink_text(report, f"{p['wrt']} (projection "
                                               f"{p['projection']})", p["analytic"],
                                               p["kink"])))
     failed = sorted({p["wrt"] for p in report.projections if p["status"] == "fail"})
     if failed:
-        out.append(Text(f"  projections failed for: {', '.join(failed)}", style="bold red"))
+        out.append(Line(f"  projections failed for: {', '.join(failed)}", style="bold red"))
     return out
 
 
 def _sweep_table(report):
-    from rich.text import Text
-
     t = _new_table(["eps", "max abs err", "max rel err", ""])
     best = min(report.sweep, key=lambda r: r["max_rel_err"])
     for r in report.sweep:
         mark = "← smallest error" if r is best else ""
         t.add_row(f"{r['eps']:.0e}", _e(r["max_abs_err"]), _e(r["max_rel_err"]), mark)
-    return [Text("\n--eps-sweep (central differences on up to 64 elements per input): "
+    return [Line("\n--eps-sweep (central differences on up to 64 elements per input): "
                  "large steps lose to truncation (error ~ eps^2), small ones to rounding "
                  "(error ~ 1e-16 / eps)"), t]
 
 
 def _verdict(report):
-    from rich.text import Text
-
     out = []
     for b in report.blame:
         bad = ", ".join(r["name"] for r in b["inputs"] if r["status"] == "fail")
-        out.append(Text(f"blame: node {b['node']} {b['label']}: backward disagrees with "
+        out.append(Line(f"blame: node {b['node']} {b['label']}: backward disagrees with "
                         f"finite differences for its argument {bad} (max rel err "
                         f"{_e(b['max_rel_err'])})", style="bold red"))
     if report.failed and not report.blame:
-        out.append(Text("blame: no node's backward is wrong on its own; the mismatch comes "
+        out.append(Line("blame: no node's backward is wrong on its own; the mismatch comes "
                         "from their combination (rounding, a too-tight tolerance or a step "
                         "too large for this function: try --eps-sweep)"))
     statuses = report.statuses
@@ -300,27 +288,25 @@ def _verdict(report):
     else:
         word, style = "PASS", "bold green"
         text = f"{n - kinks} of {n} {what} agree" + (f", {kinks} at kinks" if kinks else "")
-    out.append(Text(f"\n{word}: {text} (max abs err {_e(report.max_abs_err)}, max rel err "
+    out.append(Line(f"\n{word}: {text} (max abs err {_e(report.max_abs_err)}, max rel err "
                     f"{_e(report.max_rel_err)}: {report.grade})", style=style))
     return out
 
 
 def ops_table(report):
-    from rich.text import Text
-
     t = _new_table(["op", "input", "shape", "max abs err", "max rel err", "status"])
     for o in report.ops:
         for r in o["inputs"]:
             t.add_row(o["name"], r["name"], fmt.shape_text(tuple(r["shape"])),
                       _e(r["max_abs_err"]), _e(r["max_rel_err"]), _status(r["status"]))
-    out = [Text(f"checking each custom op's backward against central differences at random "
+    out = [Line(f"checking each custom op's backward against central differences at random "
                 f"inputs, with a random upstream gradient (seed {report.seed})"), t]
     bad = [o["name"] for o in report.ops if o["status"] == "fail"]
     n = len(report.ops)
     if bad:
-        out.append(Text(f"\nFAIL: {len(bad)} of {n} ops disagree: {', '.join(bad)}",
+        out.append(Line(f"\nFAIL: {len(bad)} of {n} ops disagree: {', '.join(bad)}",
                         style="bold red"))
     else:
-        out.append(Text(f"\nPASS: {n} of {n} ops agree (max rel err {_e(report.max_rel_err)})",
+        out.append(Line(f"\nPASS: {n} of {n} ops agree (max rel err {_e(report.max_rel_err)})",
                         style="bold green"))
     return out

@@ -48,16 +48,11 @@ def _domain(op):
 
 
 def table(rows):
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
+    from .layout import Table
 
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    for col in ("op", "call", "derivative rule", "not differentiable at", "domain"):
-        t.add_column(col)
+    t = Table("op", "call", "derivative rule", "not differentiable at", "domain")
     for r in rows:
-        t.add_row(r["name"], Text(r["call"]), Text(r["derivative"]), Text(r["kinks"] or ""),
-                  Text(r["domain"] or ""))
+        t.add_row(r["name"], r["call"], r["derivative"], r["kinks"] or "", r["domain"] or "")
     return [t]
 
 

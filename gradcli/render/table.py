@@ -1,4 +1,4 @@
-"""Results as Rich tables for people; plain aligned text when piped or with NO_COLOR.
+"""The eval and grad tables for people (drawn by layout.show: Rich on a terminal, else plain).
 
 The ``grad`` table walks the graph the way the reverse pass does, from the output back, and
 shows at every node the seed's lesson: the upstream gradient that arrives, the local
@@ -7,68 +7,26 @@ gradient for each input, and the downstream gradient sent to each input
 """
 from __future__ import annotations
 
-import io
-import os
 import re
-import sys
 
 import numpy as np
 
 from . import text as fmt
 
 
-def _plain(stream):
-    return "NO_COLOR" in os.environ or not (hasattr(stream, "isatty") and stream.isatty())
-
-
-def show(renderables, stream=None):
-    """Print Rich renderables: styled on a terminal, plain and unwrapped otherwise."""
-    from rich.console import Console
-
-    stream = stream or sys.stdout
-    if _plain(stream):
-        buf = io.StringIO()
-        console = Console(file=buf, width=400, color_system=None, highlight=False,
-                          emoji=False, markup=False)
-        for r in renderables:
-            console.print(r)
-        stream.write("\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n")
-    else:
-        console = Console(file=stream, highlight=False, emoji=False)
-        for r in renderables:
-            console.print(r)
-
-
-def _table(plain_cols, styled=True):
-    from rich import box
-    from rich.table import Table
-
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-              header_style="bold", expand=False)
-    for name, kw in plain_cols:
-        t.add_column(name, **kw)
-    return t
-
-
-def _text(s, style=None):
-    from rich.text import Text
-
-    return Text(s, style=style) if style else Text(s)
+from .layout import Line, Table, show  # noqa: F401  (show: what the commands call)
 
 
 # ---------------------------------------------------------------- eval
 
 def evaluation(res):
     graph = res.graph
-    t = _table([("#", {"justify": "right"}), ("node", {}), ("op", {}), ("inputs", {}),
-                ("value", {})])
+    t = Table(("#", "right"), "node", "op", "inputs", "value")
     for i in res.order:
         node = graph.nodes[i]
-        t.add_row(str(i), _text(graph.label(i)), node.op.name,
-                  _text(", ".join(graph.label(j) for j in node.inputs)),
-                  _text(fmt.array(res.values[i])))
-    footer = _text(f"{res.output_name} = {fmt.array(res.values[res.output], small=64)}",
-                   "bold")
+        t.add_row(str(i), graph.label(i), node.op.name,
+                  ", ".join(graph.label(j) for j in node.inputs), fmt.array(res.values[i]))
+    footer = Line(f"{res.output_name} = {fmt.array(res.values[res.output], small=64)}", "bold")
     return [t, footer]
 
 
@@ -104,14 +62,23 @@ def _scalar(*values):
     return all(np.ndim(v) == 0 for v in values)
 
 
+_FAN_SHOWN = 6
+
+
 def _fan_in(graph, into, j):
     """``2 (via a) + 3 (via b) = 5`` for a value that fans out to several nodes."""
     parts = sorted(into.get(j, []), key=lambda p: p[:2])
     if len(parts) < 2:
         return None
     consumers = [i for i, _, _ in parts]
+    hidden = 0
+    if len(parts) > _FAN_SHOWN:  # a value used 25,000 times: show the ends of the sum
+        hidden = len(parts) - _FAN_SHOWN
+        parts = parts[:_FAN_SHOWN - 2] + parts[-2:]
     text = ""
     for n, (i, k, d) in enumerate(parts):
+        if hidden and n == _FAN_SHOWN - 2:
+            text += f" + … ({hidden} more)"
         term = fmt.array(d)
         if n and term.startswith("-") and np.ndim(d) == 0:
             text += f" - {term[1:]}"
@@ -124,16 +91,14 @@ def _fan_in(graph, into, j):
 
 def gradients(res):
     graph, tr = res.graph, res.trace
-    t = _table([("#", {"justify": "right"}), ("node", {}), ("value", {}),
-                ("upstream", {}), ("local gradient", {}), ("downstream", {})])
+    t = Table(("#", "right"), "node", "value", "upstream", "local gradient", "downstream")
     for i in reversed(res.order):
         node = graph.nodes[i]
         g = res.grads[i]
         if g is None:
             if node.op.name == "const":
                 continue
-            t.add_row(str(i), _text(graph.label(i)), _text(fmt.array(res.values[i])), "—",
-                      "", "")
+            t.add_row(str(i), graph.label(i), fmt.array(res.values[i]), "—", "", "")
             continue
         fan = _fan_in(graph, tr.into, i)
         up = fmt.array(g)
@@ -160,21 +125,21 @@ def gradients(res):
             else:
                 locs.append(f"∂/∂{_paren(labels[k])}: {_formula(node.op, k, labels)}")
                 downs.append(f"→ {labels[k]}: {fmt.array(d)}")
-        t.add_row(str(i), _text(graph.label(i)), _text(fmt.array(res.values[i])), _text(up),
-                  _text("\n".join(locs)), _text("\n".join(downs)))
+        t.add_row(str(i), graph.label(i), fmt.array(res.values[i]), up, "\n".join(locs),
+                  "\n".join(downs))
     out = [t]
-    g = _table([("input", {}), ("shape", {}), (f"∂{res.output_name}/∂input", {})])
+    g = Table("input", "shape", f"∂{res.output_name}/∂input")
     for name, grad in res.gradients.items():
         i = graph.names[name]
         fan = _fan_in(graph, tr.into, i)
         value = fmt.array(grad, small=64)
-        g.add_row(name, fmt.shape_text(grad.shape), _text(f"{fan} = {value}" if fan else value))
+        g.add_row(name, fmt.shape_text(grad.shape), f"{fan} = {value}" if fan else value)
     if res.gradients:
         out.append(g)
     else:
-        out.append(_text("(no inputs to differentiate with respect to)"))
+        out.append(Line("(no inputs to differentiate with respect to)"))
     if res.seed_is_ones:
-        out.append(_text(seed_note(res)))
+        out.append(Line(seed_note(res)))
     return out
 
 
@@ -184,10 +149,3 @@ def seed_note(res):
             f"reverse pass starts from ones, so these are the gradients of "
             f"sum({res.output_name})")
 
-
-# ---------------------------------------------------------------- messages
-
-def error_console():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)

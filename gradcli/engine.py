@@ -240,7 +240,8 @@ def gate_forward(graph, node, xs, dtype):
         raise _gate_error(graph, node, "forward", e) from e
     arr = np.asarray(out)
     if arr.dtype.kind not in "biufc":
-        raise EvalError(f"{graph.source(node.id, 40)}: op {op.name}: forward returned "
+        raise EvalError(f"{graph.source(node.id, 40)}: op {op.name} "
+                        f"({os.path.basename(op.path or '')}): forward returned "
                         f"{type(out).__name__}, not an array of numbers", graph.text, node.start)
     kind = np.result_type(dtype, arr.dtype) if arr.dtype.kind == "c" else dtype
     return inst, arr.astype(kind, copy=False)
@@ -255,7 +256,8 @@ def gate_backward(graph, node, inst, g, xs):
         raise
     except Exception as e:
         raise _gate_error(graph, node, "backward", e) from e
-    where = f"{graph.source(node.id, 40)}: op {op.name}: backward"
+    where = f"{graph.source(node.id, 40)}: op {op.name} ({os.path.basename(op.path or '')}): " \
+            f"backward"
     if op.arity == 1 and not isinstance(got, (list, tuple)):
         got = [got]
     if not isinstance(got, (list, tuple)):

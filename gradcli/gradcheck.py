@@ -14,7 +14,9 @@ checked against finite differences, with a random upstream gradient, to name the
 from __future__ import annotations
 
 import math
+import os
 import time
+import warnings
 
 import numpy as np
 
@@ -131,10 +133,12 @@ class Report:
     def _errs(self, attr):
         if self.ops is not None:
             return max((r["max_" + attr] for o in self.ops for r in o["inputs"]), default=0.0)
-        # kinks are not failures of the backward rule: their errors do not count here
+        # kinks are not failures of the backward rule: their errors do not count here; an
+        # error that is not a number (inf against a finite value, nan) counts as inf
         vals = [getattr(ic, attr)[ic.status != "kink"] for ic in self.inputs]
-        vals = [v[np.isfinite(v)] for v in vals]
-        vals += [np.array([p[attr] for p in self.projections if p["status"] != "kink"])] \
+        vals = [np.nan_to_num(v, nan=np.inf, posinf=np.inf) for v in vals]
+        vals += [np.nan_to_num(np.array([p[attr] for p in self.projections
+                                          if p["status"] != "kink"]), nan=np.inf)] \
             if self.projections else []
         vals = [v for v in vals if v.size]
         return float(max(v.max() for v in vals)) if vals else 0.0
@@ -170,6 +174,14 @@ def check(graph, bindings, *, wrt=None, output=None, method="central", eps=None,
 
     ref = engine.evaluate(graph, bindings, output=output, dtype="float64")
     targets = engine.resolve_targets(ref, wrt)
+    with warnings.catch_warnings():  # perturbed runs may warn; the reference run already did
+        warnings.simplefilter("ignore")
+        return _check(graph, bindings, ref, targets, rng, output, method, eps, atol, rtol,
+                      jacobian, fast, projections, seed, dtype, strict, sweep)
+
+
+def _check(graph, bindings, ref, targets, rng, output, method, eps, atol, rtol, jacobian, fast,
+           projections, seed, dtype, strict, sweep):
     report = Report(method=method, eps=eps, atol=atol, rtol=rtol, dtype=dtype, strict=strict,
                     jacobian=jacobian, fast=fast, seed=seed, output_name=ref.output_name,
                     graph=graph, warnings=list(ref.warnings))
@@ -177,7 +189,11 @@ def check(graph, bindings, *, wrt=None, output=None, method="central", eps=None,
     if not out_shape:
         jacobian = report.jacobian = False  # a scalar's Jacobian is its gradient
     if fast:
+        if sweep:
+            raise BindingError("--eps-sweep goes with a full check, not --fast")
         _check_fast(report, graph, bindings, ref, targets, rng, projections, output, dtype)
+        if report.failed:
+            report.blame = blame(graph, ref, targets, rng, atol, rtol)
         return report
     analytic = _analytic(graph, bindings, targets, output, dtype, jacobian, out_shape)
     for name, i in targets.items():
@@ -243,11 +259,15 @@ def _numeric(ref, source, x0, method, eps, jacobian):
         d = _run(ref, source, x0, h, "forward", total, base=base)
     elif method == "central":
         d = _run(ref, source, x0, h, "central", total)
-    else:  # richardson: combine steps h and h/2 to cancel the h^2 term
-        d1 = _run(ref, source, x0, h, "central", total)
-        d2 = _run(ref, source, x0, h / 2, "central", total)
-        d = (4 * d2 - d1) / 3
-        est = np.abs(d2 - d1) / 3
+    else:  # richardson: central differences at h, h/2, h/4 combined to cancel h^2 and h^4
+        d1, d2, d4 = (_run(ref, source, x0, h / k, "central", total) for k in (1, 2, 4))
+        r1, r2 = (4 * d2 - d1) / 3, (4 * d4 - d2) / 3   # O(h^4)
+        d = (16 * r2 - r1) / 15                          # O(h^6)
+        # the error left: what the last extrapolation changed (truncation), plus rounding,
+        # about eps |f| / h per difference, amplified by the extrapolation's weights
+        scale = np.abs(np.sum(out_value)) if total else np.abs(np.ravel(out_value))
+        rounding = 8 * EPS64 * np.maximum(scale, EPS64) / (h if total else h[:, None])
+        est = np.abs(d - r2) + rounding
     d = d.T if jacobian else d  # (n, n_out) -> rows by output element
     shape = _num_shape(ref, x0, jacobian)
     return d.reshape(shape), None if est is None else (est.T if jacobian else est).reshape(shape)
@@ -441,7 +461,14 @@ def _find_kinks(ic, ref, source, x0, eps, atol, rtol, jacobian):
 
 
 def _inside(a, left, right, atol, rtol):
-    """Whether ``a`` lies in the subgradient bracket of the two one-sided slopes."""
+    """Whether ``a`` lies in the subgradient bracket of the two one-sided slopes.
+
+    At the edge of a domain (sqrt at 0) one side has no slope (nan): the bracket is then
+    open on that side, and any value the finite side allows, inf included, is inside.
+    """
+    if not (math.isfinite(left) and math.isfinite(right)):
+        # one side outside the domain: open there; no slope on either side: nothing to judge
+        return any(math.isfinite(v) for v in (left, right)) and not math.isnan(a)
     lo, hi = min(left, right), max(left, right)
     tol = atol + rtol * max(abs(lo), abs(hi))
     return lo - tol <= a <= hi + tol
@@ -512,6 +539,8 @@ def blame(graph, ref, targets, rng, atol, rtol, eps=None):
         xs = [np.asarray(ref.values[j], dtype=np.float64) for j in node.inputs]
         which = [k for k, j in enumerate(node.inputs) if j in dep]
         res = local_check(graph, node, xs, which, rng, atol, rtol, eps)
+        for r in res:
+            r["label"] = graph.label(node.inputs[r["input"]])
         bad = [r for r in res if r["status"] == "fail"]
         if bad:
             out.append({"node": i, "label": graph.source(i, 40), "op": node.op.name,
@@ -665,7 +694,8 @@ def _directional(plan, x0, v, h, method, u, ref):
         if method == "central":
             return float(d1)
         d2 = (f(x0 + h / 2 * v) - f(x0 - h / 2 * v)) / h
-        return float((4 * d2 - d1) / 3)
+        d4 = (f(x0 + h / 4 * v) - f(x0 - h / 4 * v)) / (h / 2)
+        return float((16 * (4 * d4 - d2) / 3 - (4 * d2 - d1) / 3) / 15)
 
 
 # ---------------------------------------------------------------- custom ops on their own
@@ -698,7 +728,7 @@ def check_ops(library, *, seed=0, eps=None, atol=None, rtol=None):
     for op in library.custom.values():
         domain = op.sample_domain or ["real"] * op.arity
         tries = [op.shapes] if op.shapes else [[s] * op.arity for s in _TRY_SHAPES]
-        node = Node(0, op, tuple(range(op.arity)))
+        node = Node(0, op, tuple(range(op.arity)), start=None)  # no program: no caret
         graph = _OneOpGraph(op)
         errors = []
         for shapes in tries:
@@ -715,8 +745,8 @@ def check_ops(library, *, seed=0, eps=None, atol=None, rtol=None):
         else:
             from .plugins import OpsFileError
 
-            raise OpsFileError(f"op {op.name}: forward fails at every shape tried: "
-                               + "; ".join(errors))
+            raise OpsFileError(f"ops file {os.path.basename(op.path)}: op {op.name}: forward "
+                               f"fails at every shape tried: " + "; ".join(errors))
         res = local_check(graph, node, xs, range(op.arity), rng, atol, rtol, eps)
         for r, x in zip(res, xs):
             r["shape"] = list(np.shape(x))

@@ -126,8 +126,11 @@ def _gate_op(cls, where):
         if len(domain) != arity:
             raise OpsFileError(f"{label}: domain gives {len(domain)} entries for {arity} inputs")
         for d in domain:
-            ok = d in GATE_DOMAINS or (isinstance(d, (tuple, list)) and len(d) == 2
-                                       and float(d[0]) < float(d[1]))
+            try:
+                ok = d in GATE_DOMAINS or (isinstance(d, (tuple, list)) and len(d) == 2
+                                           and float(d[0]) < float(d[1]))
+            except (TypeError, ValueError):
+                ok = False
             if not ok:
                 raise OpsFileError(f"{label}: domain entries are 'real', 'positive', "
                                    f"'nonzero' or a (low, high) pair, not {d!r}")
@@ -144,7 +147,11 @@ def _gate_op(cls, where):
 def load_ops_files(paths):
     """Load several ops files; names must not clash with built-ins or each other."""
     ops = {}
+    seen = set()
     for path in paths:
+        if os.path.abspath(path) in seen:  # the same file named twice: load it once
+            continue
+        seen.add(os.path.abspath(path))
         for op in load_ops_file(path):
             what = f"ops file {_short(op.path)}: op {op.name}"
             if op.name in oplib.CALLABLE_NAMES or op.name in ("pi", "e"):

@@ -552,9 +552,6 @@ def test_fast_catches_a_wrong_gradient_and_names_the_input():
         {"a", "b"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: --fast never runs blame, yet on a failing check "
-                   "the table claims 'no node's backward is wrong on its own' although "
-                   "MultiplyGate's backward is wrong")
 def test_fast_does_not_wrongly_exonerate_every_node():
     program = "sum(exp(MultiplyGate(a, b) * c))"
     bindings = ["a=[0.5,-1.2]", "b=[0.3,0.8]", "c=[0.7,-0.4]"]
@@ -678,10 +675,6 @@ def test_nan_on_both_sides_is_valid_json():
     assert "outside its domain" in r.err  # the engine's warning says why
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: SPEC lists sqrt'(0) = inf among the derivative "
-                   "conventions whose finite-difference mismatch is a kink, but "
-                   "`gradcli check 'sqrt(x)' x=0` reports fail (kink record with left slope "
-                   "nan, 'analytic inf lies OUTSIDE') and exits 1")
 def test_sqrt_at_zero_is_a_kink_not_a_fail():
     d, r = check_json("sum(sqrt(x) * w)", "x=[0,1]", "w=[1,2]")
     by = {(res["wrt"], tuple(res["index"])): res for res in d["results"]}
@@ -690,9 +683,6 @@ def test_sqrt_at_zero_is_a_kink_not_a_fail():
     assert KINK_NOTE in r.err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: when an element fails with a non-finite error "
-                   "(analytic -inf at the pole of 1/x), the summary says max abs err 0, max rel "
-                   "err 0, grade 'excellent' next to FAIL")
 def test_failing_summary_is_not_excellent():
     d, _ = check_json("1/x", "x=0", code=1)
     assert d["results"][0]["status"] == "fail"

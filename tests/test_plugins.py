@@ -497,7 +497,6 @@ def test_broken_ops_file_in_a_program(tmp_path, fname, src, expr, bindings, frag
         bad(cli(cmd, "--ops", f, expr, *bindings), *frags)
 
 
-# the file name of these messages is checked by the xfail test below (a known bug)
 NO_FILE_NAME = ("fwdexc.py", "count.py", "shape.py", "nonnum.py")
 
 
@@ -521,9 +520,6 @@ def test_forward_failure_at_every_shape_in_the_self_check(tmp_path):
     assert err.count("\n") <= 3
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: several bad-op messages do not name the ops file "
-                   "(wrong number / shape of gradients, forward returning a non-number, forward "
-                   "failing at every shape in the self-check)")
 @pytest.mark.parametrize("case", ["gradient-count", "gradient-shape", "forward-non-number",
                                   "forward-raises"])
 def test_every_bad_op_message_names_the_file(tmp_path, case):
@@ -592,9 +588,6 @@ def test_wrong_arity_call_is_a_clear_error():
     bad(r, "MultiplyGate")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: domain = [('a', 'b')] is an 'internal error: "
-                   "ValueError: could not convert string to float' instead of a clear "
-                   "ops-file message")
 def test_domain_pair_of_non_numbers(tmp_path):
     f = ops_file(tmp_path, "domain4.py", """
         class D:

@@ -91,7 +91,7 @@ def as_json(report):
 
 
 def _input_summary(r):
-    return {"input": r["name"], "max_abs_err": r["max_abs_err"],
+    return {"input": r["name"], "label": r.get("label"), "max_abs_err": r["max_abs_err"],
             "max_rel_err": r["max_rel_err"], "status": r["status"]}
 
 
@@ -258,7 +258,9 @@ def _sweep_table(report):
     for r in report.sweep:
         mark = "← smallest error" if r is best else ""
         t.add_row(f"{r['eps']:.0e}", _e(r["max_abs_err"]), _e(r["max_rel_err"]), mark)
-    return [Line("\n--eps-sweep (central differences on up to 64 elements per input): "
+    how = "central differences" if report.method in ("central", "richardson") \
+        else _method_text(report)
+    return [Line(f"\n--eps-sweep ({how} on up to 64 elements per input): "
                  "large steps lose to truncation (error ~ eps^2), small ones to rounding "
                  "(error ~ 1e-16 / eps)"), t]
 
@@ -266,7 +268,9 @@ def _sweep_table(report):
 def _verdict(report):
     out = []
     for b in report.blame:
-        bad = ", ".join(r["name"] for r in b["inputs"] if r["status"] == "fail")
+        bad = ", ".join(r["name"] + (f" (= {r['label']})" if r.get("label") not in
+                                     (None, r["name"]) else "")
+                        for r in b["inputs"] if r["status"] == "fail")
         out.append(Line(f"blame: node {b['node']} {b['label']}: backward disagrees with "
                         f"finite differences for its argument {bad} (max rel err "
                         f"{_e(b['max_rel_err'])})", style="bold red"))

@@ -287,10 +287,15 @@ def parse(text, library=None):
     """
     if library is None:
         from .plugins import BUILTIN_LIBRARY as library
+    if len(text) > _CACHE_TEXT:  # a big program is parsed once; do not keep it alive
+        return _parse.__wrapped__(text, library)
     return _parse(text, library)
 
 
-@functools.lru_cache(maxsize=128)
+_CACHE_TEXT = 10_000  # characters: programs up to this size are remembered (64 of them)
+
+
+@functools.lru_cache(maxsize=64)
 def _parse(text, library):
     standalone, parser = _parser()
     with _LOCK:

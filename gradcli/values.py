@@ -7,6 +7,7 @@ A value is a number (``1``, ``-3``, ``2.5e-3``, ``nan``, ``inf``), a JSON nested
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 
@@ -161,8 +162,17 @@ def _first_line(e):
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
+_NONFINITE_TEXT = {math.inf: "inf", -math.inf: "-inf"}
+
+
 def to_json(value):
     """An array as JSON: a number for a scalar, nested lists otherwise; nan/inf as strings."""
+    if isinstance(value, (float, np.floating)) or (isinstance(value, np.ndarray)
+                                                    and value.ndim == 0):
+        v = float(value)  # the common case of a scalar node, without array machinery
+        if v - v == 0:
+            return v
+        return "nan" if v != v else _NONFINITE_TEXT[v]
     a = np.asarray(value)
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         obj = a.astype(object)

@@ -21,15 +21,15 @@ def node_dicts(res, with_grad=False):
     return out
 
 
-def evaluation(res):
+def evaluation(res, with_grad=False):
     value = res.values[res.output]
     return {"output": res.output_name, "value": to_json(value),
-            "shape": list(getattr(value, "shape", ())), "nodes": node_dicts(res)}
+            "shape": list(getattr(value, "shape", ())),
+            "nodes": node_dicts(res, with_grad=with_grad)}
 
 
 def gradients(res):
-    d = evaluation(res)
-    d["nodes"] = node_dicts(res, with_grad=True)
+    d = evaluation(res, with_grad=True)
     d["gradients"] = {name: to_json(g) for name, g in res.gradients.items()}
     return d
 

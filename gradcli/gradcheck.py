@@ -286,14 +286,15 @@ def _run(ref, source, x0, h, how, total, base=None):
     out = None
     k = 0
     use_batch = bat.ok and n > 1
-    if use_batch:  # time one batch against a few single elements; keep the faster way
-        size = _batch_size(ref, seq, n)
+    if use_batch:  # time a small batch against a few single elements; keep the faster way
+        size = _batch_size(ref, seq, x0.size, n)
+        trial = min(size, 16)
         t0 = time.perf_counter()
-        first = _diff_batched(bat, x0, h, range(0, size), how, base)
-        t_bat = (time.perf_counter() - t0) / size
+        first = _diff_batched(bat, x0, h, range(0, trial), how, base)
+        t_bat = (time.perf_counter() - t0) / trial
         out = np.empty((n,) + first.shape[1:])
-        out[:size] = first
-        k = size
+        out[:trial] = first
+        k = trial
         m = min(8, n - k)
         if m:
             t0 = time.perf_counter()
@@ -327,8 +328,9 @@ def _plan(ref, source, batched, complex_step, total):
     return plan
 
 
-def _batch_size(ref, plan, n, budget=4_000_000):
-    per_copy = sum(np.size(ref.values[i]) for i in plan.steps) + 1
+def _batch_size(ref, plan, source_size, n, budget=4_000_000):
+    """Copies per batch: all of them together hold at most ``budget`` numbers."""
+    per_copy = source_size + sum(np.size(ref.values[i]) for i in plan.steps)
     return int(max(1, min(n, 256, budget // per_copy)))
 
 

@@ -38,18 +38,18 @@ def rows(report):
     """Every element's record, as SPEC's JSON ``results`` entries."""
     out = []
     for ic in report.inputs:
-        a, n = ic.analytic.reshape(-1), ic.numeric.reshape(-1)
-        ae, re_, st = ic.abs_err.reshape(-1), ic.rel_err.reshape(-1), ic.status.reshape(-1)
-        est = ic.err_est.reshape(-1) if ic.err_est is not None else None
+        # whole arrays to JSON values at once; then one small dict per element
+        cols = [to_json(np.ravel(v)) for v in (ic.analytic, ic.numeric, ic.abs_err, ic.rel_err)]
+        est = to_json(np.ravel(ic.err_est)) if ic.err_est is not None else None
+        status = ic.status.reshape(-1)
         for pos, index, out_index in ic.indices():
             d = {"wrt": ic.name, "index": list(index)}
             if out_index is not None:
                 d["output_index"] = list(out_index)
-            d.update({"analytic": to_json(a[pos]), "numeric": to_json(n[pos]),
-                      "abs_err": to_json(ae[pos]), "rel_err": to_json(re_[pos]),
-                      "status": st[pos]})
+            d["analytic"], d["numeric"], d["abs_err"], d["rel_err"] = (c[pos] for c in cols)
+            d["status"] = status[pos]
             if est is not None:
-                d["error_estimate"] = to_json(est[pos])
+                d["error_estimate"] = est[pos]
             if pos in ic.kinks:
                 d["kink"] = _kink_json(report, ic.kinks[pos])
             out.append(d)

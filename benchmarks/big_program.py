@@ -38,7 +38,6 @@ import argparse
 import gc
 import json
 import os
-import subprocess
 import sys
 import tempfile
 

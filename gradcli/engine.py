@@ -310,7 +310,7 @@ def differentiate(graph, bindings, *, wrt=None, upstream=None, output=None, dtyp
 
 def resolve_targets(ev, wrt):
     """Name -> node id of what to differentiate with respect to (None: not in the run)."""
-    graph, values = ev.graph, ev.values
+    graph = ev.graph
     variables = graph.variables
     ran = set(ev.order)
     if wrt is None:

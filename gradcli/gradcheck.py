@@ -21,8 +21,7 @@ import warnings
 import numpy as np
 
 from . import engine
-from . import ops as oplib
-from .errors import BindingError, GradcliError
+from .errors import BindingError
 from .plan import Plan
 
 __all__ = ["check", "check_ops", "METHODS", "default_eps", "default_tolerances", "grade"]

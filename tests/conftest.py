@@ -1,11 +1,18 @@
-"""Shared test helpers."""
+"""Shared test helpers: finite differences, gradcli in process (CliRunner) and as a process."""
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+GATES = str(ROOT / "examples" / "gates.py")
+BUGGY = str(ROOT / "examples" / "buggy_gates.py")
 
 
 def numeric_grad(f, x, eps=1e-6):
@@ -34,3 +41,28 @@ def run(cmd, *args, input=None, cwd=None, env=None):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run(list(cmd) + list(args), input=input, capture_output=True, text=True,
                           cwd=cwd, env=full_env, timeout=120)
+
+
+class Out(NamedTuple):
+    """What one in-process run of the command gave."""
+
+    code: int
+    out: str
+    err: str
+    exception: Optional[BaseException] = None
+
+
+def runner():
+    try:  # Click < 8.2 mixes stderr into stdout unless told not to
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+def cli(*args, input=None, env=None):
+    """gradcli in process, through CliRunner."""
+    from gradcli.cli import main
+
+    r = runner().invoke(main, [str(a) for a in args], input=input, env=env)
+    exc = r.exception if not isinstance(r.exception, SystemExit) else None
+    return Out(r.exit_code, r.stdout, r.stderr, exc)

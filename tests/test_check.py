@@ -24,20 +24,13 @@ import csv
 import io
 import json
 import math
-from pathlib import Path
-from typing import NamedTuple, Optional
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import gradcli
-from conftest import run
-from gradcli.cli import main
+from conftest import BUGGY, GATES, cli, run
 
-ROOT = Path(__file__).resolve().parent.parent
-GATES = str(ROOT / "examples" / "gates.py")
-BUGGY = str(ROOT / "examples" / "buggy_gates.py")
 
 METHODS = ["central", "forward", "complex", "richardson"]
 SPEC_TOP = {"ok", "method", "eps", "max_abs_err", "max_rel_err", "results"}
@@ -45,26 +38,6 @@ SPEC_RESULT = {"wrt", "index", "analytic", "numeric", "abs_err", "rel_err", "sta
 # keys a result may carry beyond SPEC's (SPEC may be extended, not broken)
 EXTRA_RESULT = {"output_index", "error_estimate", "kink"}
 KINK_NOTE = "note: some elements are at kinks"
-
-
-class Out(NamedTuple):
-    code: int
-    out: str
-    err: str
-    exception: Optional[BaseException] = None
-
-
-def _runner():
-    try:  # Click < 8.2 mixes stderr into stdout unless told not to
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
-
-
-def cli(*args):
-    r = _runner().invoke(main, [str(a) for a in args])
-    exc = r.exception if not isinstance(r.exception, SystemExit) else None
-    return Out(r.exit_code, r.stdout, r.stderr, exc)
 
 
 def check_json(*args, code=0):
@@ -283,7 +256,7 @@ def test_table_output_passes_and_fails():
     assert "FAIL" in r.out and "blame: node" in r.out and "TanhGate" in r.out
 
 
-def test_exit_codes_through_runner():
+def test_exit_codes_throughrunner():
     assert cli("check", "x*y", "x=2", "y=3").code == 0
     assert cli("check", "--ops", BUGGY, "sum(TanhGate(x))", "x=[0.5,1]").code == 1
     for args in (["x*y", "x=2"],                       # unbound variable

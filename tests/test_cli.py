@@ -17,39 +17,15 @@ import os
 import re
 import subprocess
 import sys
-from typing import NamedTuple, Optional
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import run
-from gradcli.cli import main
+from conftest import Out, cli, run
 
 ANSI = re.compile(r"\x1b\[")
 NOTE_ONES = ("note: f has shape (2,), not a scalar: the reverse pass starts from ones, so "
              "these are the gradients of sum(f)")
-
-
-class Out(NamedTuple):
-    code: int
-    out: str
-    err: str
-    exception: Optional[BaseException] = None
-
-
-def _runner():
-    try:  # Click < 8.2 mixes stderr into stdout unless told not to
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
-
-
-def cli(*args, input=None, env=None):
-    """gradcli in process, through CliRunner."""
-    r = _runner().invoke(main, [str(a) for a in args], input=input, env=env)
-    exc = r.exception if not isinstance(r.exception, SystemExit) else None
-    return Out(r.exit_code, r.stdout, r.stderr, exc)
 
 
 @pytest.fixture
@@ -423,7 +399,7 @@ def test_dtype_float32(rc):
     assert d["value"] == float(np.float32(1) / np.float32(3))
 
 
-def test_debug_shows_traceback_runner():
+def test_debug_shows_tracebackrunner():
     r = cli("eval", "--debug", "x +* y", "x=1", "y=2")
     from gradcli.errors import GradcliError
     assert isinstance(r.exception, GradcliError)
@@ -654,7 +630,7 @@ def test_piped_output_is_plain(sub, args):
         assert not ANSI.search(r.out) and not ANSI.search(r.err), repr(r.out[:200])
 
 
-def test_no_color_in_runner():
+def test_no_color_inrunner():
     r = cli("grad", *EX1, env={"NO_COLOR": "1"})
     assert r.code == 0 and not ANSI.search(r.out)
 

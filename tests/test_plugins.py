@@ -15,46 +15,19 @@ from __future__ import annotations
 
 import json
 import textwrap
-from pathlib import Path
-from typing import NamedTuple, Optional
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import gradcli
-from conftest import run
+from conftest import BUGGY, GATES, Out, cli, run
 from gradcli import gradcheck
-from gradcli.cli import main
 from gradcli.parse import parse
 from gradcli.plugins import OpsFileError, load_ops_files
 
-ROOT = Path(__file__).resolve().parent.parent
-GATES = str(ROOT / "examples" / "gates.py")
-BUGGY = str(ROOT / "examples" / "buggy_gates.py")
 GATE_NAMES = ["MultiplyGate", "SubtractGate", "SigmoidGate", "TanhGate", "MatMulGate",
               "AddBiasGate", "LogGate"]
 BUGS = ["MultiplyGate", "SigmoidGate", "MatMulGate", "TanhGate", "AddBiasGate"]
-
-
-class Out(NamedTuple):
-    code: int
-    out: str
-    err: str
-    exception: Optional[BaseException] = None
-
-
-def _runner():
-    try:  # Click < 8.2 mixes stderr into stdout unless told not to
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
-
-
-def cli(*args):
-    r = _runner().invoke(main, [str(a) for a in args])
-    exc = r.exception if not isinstance(r.exception, SystemExit) else None
-    return Out(r.exit_code, r.stdout, r.stderr, exc)
 
 
 def js(r, code=0):

@@ -1,17 +1,17 @@
 """Program text -> graph.
 
-The grammar is ``grammar/expr.lark``.  Lark turns it into a stand-alone LALR(1) parser
-(``gradcli/_parser.py``, made by ``tools/build_parser.py``), so no command imports Lark or
-rebuilds parse tables at start-up.  The parser calls the methods of ``_Rules`` as it reduces
-each grammar rule (their names are the rule names), and those build graph nodes directly: no
-parse tree is kept and nothing recurses, so a 100,000-node program or 20,000 nested
-parentheses parse in a loop, not on Python's stack.
+The grammar is ``grammar/expr.lark``.  Lark computes its LALR(1) tables, which
+``tools/build_parser.py`` writes to ``gradcli/_tables.py``; the small driver here runs them,
+so no command imports Lark or rebuilds the tables at start-up.  As the driver reduces each
+grammar rule it calls the method of ``_Rules`` named after the rule (or its alias), and those
+build graph nodes directly: no parse tree is kept and nothing recurses, so a 100,000-node
+program or 20,000 nested parentheses parse in a loop, not on Python's stack.
 """
 from __future__ import annotations
 
 import functools
 import math
-import threading
+import re
 
 import numpy as np
 
@@ -42,6 +42,7 @@ class _Builder:
         self.nodes = []
         self.names = {}       # name -> node id, as bound so far
         self.variables = {}   # variable name -> node id
+        self.statements = []  # in order: an _Ex (bare expression) or an assignment
 
     # -- nodes
     def add(self, op, inputs, start, end, params=(), name=None, value=None):
@@ -65,34 +66,34 @@ class _Builder:
 
     # -- names
     def name(self, tok):
-        n = str(tok)
+        n = tok.text
         i = self.names.get(n)
         if i is None:
             if n in CONSTANTS:
-                return _Ex(-1, CONSTANTS[n], tok.start_pos, tok.end_pos)
-            i = self.add(oplib.VAR, (), tok.start_pos, tok.end_pos, name=n)
+                return _Ex(-1, CONSTANTS[n], tok.start, tok.end)
+            i = self.add(oplib.VAR, (), tok.start, tok.end, name=n)
             self.names[n] = self.variables[n] = i
-        return _Ex(i, None, tok.start_pos, tok.end_pos)
+        return _Ex(i, None, tok.start, tok.end)
 
     def assign(self, tok, ex):
-        n = str(tok)
+        n = tok.text
         if n in CONSTANTS:
-            self.error(f"cannot assign to the constant {n}", tok.start_pos)
+            self.error(f"cannot assign to the constant {n}", tok.start)
         if n in self.variables:
             first = self.nodes[self.variables[n]].start
             line = self.text.count("\n", 0, first) + 1
             self.error(f"{n} is used as an input (line {line}) before this assignment; "
-                       f"give the new value another name", tok.start_pos)
+                       f"give the new value another name", tok.start)
         i = self.node(ex)
         node = self.nodes[i]
         if node.name is None:
             node.name = n
         self.names[n] = i
-        return ("=", n, i, tok.start_pos)
+        return ("=", n, i, tok.start)
 
     # -- calls and literals
     def call(self, tok, args, end):
-        name, start = str(tok), tok.start_pos
+        name, start = tok.text, tok.start
         op = self.library.lookup(name, len(args))
         if op is None:
             arities = self.library.arities(name)
@@ -124,8 +125,8 @@ class _Builder:
             return _Ex(-1, np.array([it.value for it in items], dtype=np.float64), start, end)
         return self.apply(oplib.stack, items, start, end)
 
-    def finish(self, statements):
-        statements = [s for s in statements if s is not None]
+    def finish(self):
+        statements = self.statements
         if not statements:
             raise ParseError("the program is empty: write an expression such as x * y")
         for s in statements[:-1]:
@@ -167,16 +168,20 @@ def _did_you_mean(name, candidates):
 
 
 class _Rules:
-    """Grammar rule name -> what to build; the parser calls these with the rule's children."""
+    """What to build when the driver reduces a rule: methods named as the grammar's rules
+    (or their aliases), called with the rule's children (tokens and built values)."""
 
-    def __init__(self):
-        self.b = None
+    def __init__(self, builder):
+        self.b = builder
 
-    def start(self, c):
-        return self.b.finish(c)
+    def program(self, c):
+        return self.b.finish()
 
     def assign(self, c):
-        return self.b.assign(c[0], c[1])
+        self.b.statements.append(self.b.assign(c[0], c[2]))
+
+    def bare(self, c):
+        self.b.statements.append(c[0])
 
     def _binary(self, op, c):
         a, b = c[0], c[2]
@@ -203,81 +208,192 @@ class _Rules:
     def neg(self, c):
         tok, a = c
         if a.id < 0:  # a negative literal stays a literal: [-1, 2], x * -1
-            return _Ex(-1, -a.value, tok.start_pos, a.end)
-        return self.b.apply(oplib.neg, (a,), tok.start_pos, a.end)
+            return _Ex(-1, -a.value, tok.start, a.end)
+        return self.b.apply(oplib.neg, (a,), tok.start, a.end)
 
     def pos(self, c):
         tok, a = c
-        return _Ex(a.id, a.value, tok.start_pos, a.end)  # +x is x
+        return _Ex(a.id, a.value, tok.start, a.end)  # +x is x
 
     def number(self, c):
         tok = c[0]
-        return _Ex(-1, float(tok), tok.start_pos, tok.end_pos)
+        return _Ex(-1, float(tok.text), tok.start, tok.end)
 
     def name(self, c):
         return self.b.name(c[0])
 
     def group(self, c):
         a = c[1]
-        return _Ex(a.id, a.value, c[0].start_pos, c[2].end_pos)
+        return _Ex(a.id, a.value, c[0].start, c[2].end)
 
-    def call(self, c):
-        tok, _, args, rpar = c
-        return self.b.call(tok, args or [], rpar.end_pos)
+    def call(self, c):  # NAME ( ) | NAME ( arguments ) | NAME ( arguments , )
+        return self.b.call(c[0], c[2] if len(c) > 3 else [], c[-1].end)
 
-    def array(self, c):
-        lsqb, items, rsqb = c
-        return self.b.array(items or [], lsqb.start_pos, rsqb.end_pos)
+    def array(self, c):  # [ ] | [ arguments ] | [ arguments , ]
+        return self.b.array(c[1] if len(c) > 2 else [], c[0].start, c[-1].end)
 
-    def arguments(self, c):
-        return [a for a in c if isinstance(a, _Ex)]
+    def first(self, c):  # the first of arguments or subscripts
+        return [c[0]]
+
+    def more(self, c):
+        c[0].append(c[2])
+        return c[0]
 
     def index(self, c):
-        x, _, key, rsqb = c
-        return self.b.apply(oplib.index, (x,), x.start, rsqb.end_pos, (key,))
-
-    def subscripts(self, c):
-        return tuple(k for k in c if k is not None)
+        x, key, rsqb = c[0], c[2], c[-1]
+        return self.b.apply(oplib.index, (x,), x.start, rsqb.end, (tuple(key),))
 
     def at(self, c):
         return c[0]
 
-    def slice(self, c):
-        return slice(*[k for k in c if not hasattr(k, "type")])
+    def slice(self, c):  # bound : bound [: bound]
+        return slice(*c[::2])
 
-    def integer(self, c):
-        return -int(c[1]) if len(c) == 2 else int(c[0])
-
-
-class _NewlinesInBrackets:
-    """Post-lexer: a new line inside (), [] continues the statement, as in Python."""
-
-    always_accept = ("_SEP",)
-
-    def process(self, stream):
-        depth = 0
-        for tok in stream:
-            t = tok.type
-            if t == "_SEP":
-                if depth and tok.value != ";":
-                    continue
-            elif t == "LPAR" or t == "LSQB":
-                depth += 1
-            elif (t == "RPAR" or t == "RSQB") and depth:
-                depth -= 1
-            yield tok
+    def whole(self, c):  # NUMBER | - NUMBER, in an index
+        tok = c[-1]
+        if not tok.text.isdigit():
+            self.b.error("an index or slice takes whole-number constants, "
+                         "as in x[0], W[1, -1], x[1:]", tok.start)
+        return -int(tok.text) if len(c) == 2 else int(tok.text)
 
 
-_RULES = _Rules()
-_LOCK = threading.Lock()
+# ---------------------------------------------------------------- the LALR(1) driver
+
+class _Token:
+    """A token: its terminal's name, its text and where it lies in the program."""
+
+    __slots__ = ("type", "text", "start", "end")
+
+    def __init__(self, type, text, start, end):
+        self.type, self.text, self.start, self.end = type, text, start, end
+
+    def __str__(self):
+        return self.text
+
+
+class _BadCharacter(Exception):
+    def __init__(self, pos):
+        self.pos = pos
+
+
+_OPEN, _CLOSE = frozenset(("LPAR", "LSQB")), frozenset(("RPAR", "RSQB"))
 
 
 @functools.lru_cache(maxsize=1)
-def _parser():
-    from . import _parser as standalone
+def _tables():
+    from . import _tables as tables
 
-    return standalone, standalone.Lark_StandAlone(transformer=_RULES,
-                                                  postlex=_NewlinesInBrackets())
+    lexer = re.compile("|".join(f"(?P<{name}>{regexp})" for name, regexp in tables.TERMINALS))
+    terminals = frozenset(name for name, _ in tables.TERMINALS) | {"$END"}
+    return tables, lexer, terminals
+
+
+def _tokens(text, lexer, ignore):
+    """The program's tokens, then $END.  A new line inside (), [] is not a separator."""
+    match = lexer.match
+    pos, n, depth = 0, len(text), 0
+    while pos < n:
+        m = match(text, pos)
+        if m is None:
+            raise _BadCharacter(pos)
+        kind, end = m.lastgroup, m.end()
+        if kind in ignore:
+            pos = end
+            continue
+        if kind == "_SEP":
+            if depth and text[pos] != ";":
+                pos = end
+                continue
+        elif kind in _OPEN:
+            depth += 1
+        elif kind in _CLOSE and depth:
+            depth -= 1
+        yield _Token(kind, m.group(), pos, end)
+        pos = end
+    yield _Token("$END", "", n, n)
+
+
+def _drive(text, rules):
+    """Run the LALR(1) tables over ``text``; return what the start rule's method returns."""
+    tables, lexer, _ = _tables()
+    table, end_state = tables.STATES, tables.END
+    calls = [(origin, n, None if passthrough else getattr(rules, method, None), passthrough)
+             for origin, n, method, passthrough in tables.RULES]
+    states = [tables.START]
+    values = []
+    tok = None
+    try:
+        for tok in _tokens(text, lexer, tables.IGNORE):
+            kind = tok.type
+            while True:
+                act = table[states[-1]].get(kind)
+                if act is None:
+                    raise _syntax_error(text, tok)
+                if act >= 0:  # shift
+                    states.append(act)
+                    values.append(tok)
+                    break
+                origin, n, call, passthrough = calls[-1 - act]  # reduce
+                if n:
+                    children = values[-n:]
+                    del values[-n:]
+                    del states[-n:]
+                else:
+                    children = []
+                if passthrough:
+                    value = children[0]
+                else:
+                    value = call(children) if call is not None else None
+                states.append(table[states[-1]][origin])
+                values.append(value)
+                if kind == "$END" and states[-1] == end_state:
+                    return value
+    except _BadCharacter as e:
+        raise _syntax_error(text, None, e.pos) from None
+    raise AssertionError("the tables accepted no input")  # pragma: no cover
+
+
+def _accepts(text, stop):
+    """The terminals the parser could take where the token at ``stop`` stands (replayed
+    without building anything, so nothing has been reduced on that token's account)."""
+    tables, lexer, terminals = _tables()
+    table, rules = tables.STATES, tables.RULES
+    states = [tables.START]
+    try:
+        for tok in _tokens(text, lexer, tables.IGNORE):
+            if tok.start >= stop and tok.type != "$END" or tok.type == "$END":
+                break
+            while True:
+                act = table[states[-1]].get(tok.type)
+                if act is None:
+                    return set()
+                if act >= 0:
+                    states.append(act)
+                    break
+                origin, n = rules[-1 - act][:2]
+                if n:
+                    del states[-n:]
+                states.append(table[states[-1]][origin])
+    except _BadCharacter:
+        pass
+    return {t for t in table[states[-1]] if t in terminals and _takes(table, tables, states, t)}
+
+
+def _takes(table, tables, states, kind):
+    """Whether the parser in ``states`` would shift ``kind`` (after any reductions)."""
+    states = list(states)
+    while True:
+        act = table[states[-1]].get(kind)
+        if act is None:
+            return False
+        if act >= 0:
+            return True
+        origin, n = tables.RULES[-1 - act][:2]
+        if n:
+            del states[-n:]
+        states.append(table[states[-1]][origin])
+        if kind == "$END" and states[-1] == tables.END:
+            return True
 
 
 def parse(text, library=None):
@@ -297,69 +413,47 @@ _CACHE_TEXT = 10_000  # characters: programs up to this size are remembered (64 
 
 @functools.lru_cache(maxsize=64)
 def _parse(text, library):
-    standalone, parser = _parser()
-    with _LOCK:
-        _RULES.b = _Builder(text, library)
-        try:
-            return parser.parse(text)
-        except standalone.UnexpectedInput as e:
-            raise _syntax_error(e, text) from None
-        finally:
-            _RULES.b = None
+    return _drive(text, _Rules(_Builder(text, library)))
 
 
 # ---------------------------------------------------------------- syntax errors
 
 _DESCRIBE = {
-    "NUMBER": "a number", "NAME": "a name", "INT": "a whole number", "LPAR": "'('",
-    "LSQB": "'['", "MINUS": "'-'", "PLUS": "'+'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'",
-    "POW": "'**'", "RPAR": "')'", "RSQB": "']'", "COMMA": "','", "COLON": "':'",
-    "EQUAL": "'='", "_SEP": "';'", "$END": "the end of the program",
+    "NUMBER": "a number", "NAME": "a name", "LPAR": "'('", "LSQB": "'['", "MINUS": "'-'",
+    "PLUS": "'+'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "POW": "'**'", "RPAR": "')'",
+    "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "_SEP": "';'",
+    "$END": "the end of the program",
 }
 _ORDER = list(_DESCRIBE)
-_BINARY = {"STAR", "SLASH", "AT", "POW"}
+_OPERATORS = {"STAR", "SLASH", "AT", "POW", "PLUS", "MINUS"}
 
 
 def _expected(names):
     names = set(names)
-    if "PLUS" in names and not names & {"NAME", "NUMBER", "LPAR"}:
-        # After a complete operand.  LALR may have reduced it into a sum before noticing the
-        # error, leaving only + and - in its table; * / @ ** were just as possible.
-        names |= _BINARY
     words = []
-    if _BINARY <= names:  # after a complete operand: any operator may follow
-        names -= _BINARY | {"PLUS", "MINUS"}
+    if {"STAR", "SLASH", "AT", "POW"} <= names:  # after a complete operand
+        names -= _OPERATORS
         words.append("an operator")
-    words += [_DESCRIBE[n] for n in sorted(names, key=lambda n: (
-        _ORDER.index(n) if n in _DESCRIBE else len(_ORDER), n)) if n in _DESCRIBE]
+    words += [_DESCRIBE[n] for n in sorted(names & set(_DESCRIBE), key=_ORDER.index)]
     if len(words) > 1:
         return ", ".join(words[:-1]) + " or " + words[-1]
     return words[0] if words else "something else"
 
 
-def _accepted(e):
-    """The tokens the parser could have taken: replayed, so more exact than LALR's table."""
-    try:
-        return e.accepts or e.expected
-    except Exception:  # the replay is a nicety; the table's answer is still right
-        return e.expected
-
-
-def _syntax_error(e, text):
-    token = getattr(e, "token", None)
-    if token is not None:  # UnexpectedToken (and the end of input)
-        if token.type == "$END":
-            pos, what = len(text.rstrip()), "unexpected end of the program"
-        else:
-            pos = token.start_pos
-            kind = {"NAME": "name ", "NUMBER": "number ", "INT": "number "}.get(token.type, "")
-            what = ("unexpected new line" if token.type == "_SEP" and token.value != ";"
-                    else f"unexpected {kind}{str(token)!r}")
-        if token.type in ("NAME", "NUMBER") and ({"INT", "COLON"} & set(e.expected)):
+def _syntax_error(text, tok, pos=None):
+    if tok is None:  # no terminal matches here
+        char = text[pos] if pos < len(text) else ""
+        return ParseError(f"unexpected character {char!r}; expected "
+                          f"{_expected(_accepts(text, pos))}", text, pos)
+    expected = _accepts(text, tok.start)
+    if tok.type == "$END":
+        pos, what = len(text.rstrip()), "unexpected end of the program"
+    else:
+        pos = tok.start
+        kind = {"NAME": "name ", "NUMBER": "number "}.get(tok.type, "")
+        what = ("unexpected new line" if tok.type == "_SEP" and tok.text != ";"
+                else f"unexpected {kind}{tok.text!r}")
+        if tok.type == "NAME" and ("COLON" in expected and "NUMBER" in expected):
             return ParseError("an index or slice takes whole-number constants, "
                               "as in x[0], W[1, -1], x[1:]", text, pos)
-        return ParseError(f"{what}; expected {_expected(_accepted(e))}", text, pos)
-    pos = e.pos_in_stream
-    char = text[pos] if pos < len(text) else ""
-    return ParseError(f"unexpected character {char!r}; expected {_expected(e.allowed or ())}",
-                      text, pos)
+    return ParseError(f"{what}; expected {_expected(expected)}", text, pos)

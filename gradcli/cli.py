@@ -176,9 +176,9 @@ def eval_cmd(args, program_file, ops_files, values_file, output, dtype, debug, f
 
         click.echo(csvout.evaluation(res), nl=False)
     else:
-        from .render import table
+        from .render import layout, table
 
-        table.show(table.evaluation(res))
+        layout.show(table.evaluation(res))
 
 
 @main.command("grad", short_help="Forward and reverse pass: every gradient.")
@@ -220,9 +220,9 @@ def grad_cmd(args, program_file, ops_files, values_file, output, dtype, debug, w
         _note_seed(res)
         click.echo(csvout.gradients(res), nl=False)
     else:
-        from .render import table
+        from .render import layout, table
 
-        table.show(table.gradients(res))
+        layout.show(table.gradients(res))
 
 
 def _note_seed(res):
@@ -298,9 +298,9 @@ def check_cmd(args, program_file, ops_files, values_file, output, dtype, debug, 
     elif fmt == "csv":
         click.echo(checkreport.as_csv(report), nl=False)
     else:
-        from .render import table
+        from .render import layout
 
-        table.show(render_table(report))
+        layout.show(render_table(report))
     sys.exit(0 if report.ok else 1)
 
 
@@ -321,6 +321,6 @@ def ops_cmd(ops_files, fmt, debug=False):
     elif fmt == "csv":
         click.echo(opslist.csv_text(rows), nl=False)
     else:
-        from .render import table
+        from .render import layout
 
-        table.show(opslist.table(rows))
+        layout.show(opslist.table(rows))

@@ -18,7 +18,7 @@ import warnings as pywarnings
 import numpy as np
 
 from . import ops as oplib
-from .errors import BindingError, EvalError, GradcliError
+from .errors import BindingError, EvalError, GradcliError, did_you_mean
 
 __all__ = ["Evaluation", "Gradients", "evaluate", "differentiate"]
 
@@ -43,9 +43,6 @@ class Evaluation:
     def value(self):
         """The output's value: a NumPy array (0-d for a scalar)."""
         return np.asarray(self.values[self.output])
-
-    def node_value(self, i):
-        return np.asarray(self.values[i])
 
 
 class Gradients(Evaluation):
@@ -133,7 +130,12 @@ def _unbound_message(missing, bindings):
 
 def evaluate(graph, bindings, *, output=None, dtype="float64"):
     """The forward pass: every node the output depends on, in topological order."""
-    dtype = DTYPES[dtype] if isinstance(dtype, str) else np.dtype(dtype).type
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise BindingError(f"dtype {dtype!r}: choose float64 or float32")
+        dtype = DTYPES[dtype]
+    else:
+        dtype = np.dtype(dtype).type
     out, out_name = resolve_output(graph, output)
     order = graph.ancestors(out)
     warnings = []
@@ -319,12 +321,10 @@ def resolve_targets(ev, wrt):
     for name in wrt:
         i = graph.names.get(name)
         if i is None:
-            from .parse import _did_you_mean
-
             choices = ", ".join(variables) or "none"
             named = ", ".join(n for n in graph.names if n not in variables)
             raise BindingError(f"--wrt {name}: the program has no variable or value named "
-                               f"{name}{_did_you_mean(name, list(graph.names))} "
+                               f"{name}{did_you_mean(name, list(graph.names))} "
                                f"(variables: {choices}" + (f"; named values: {named})"
                                                            if named else ")"))
         if i not in ran:

@@ -35,6 +35,14 @@ class BindingError(GradcliError):
     """A NAME=VALUE binding, a values file or an --upstream value is wrong or missing."""
 
 
+def did_you_mean(name, candidates):
+    """``; did you mean tanh?`` when a candidate is close to ``name``, else nothing."""
+    import difflib  # only on error paths
+
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def position(text, pos):
     """1-based (line, column) of character offset ``pos`` in ``text``."""
     line = text.count("\n", 0, pos) + 1

@@ -6,7 +6,7 @@ reverse pass walks it down, and neither needs a sort or any recursion.
 """
 from __future__ import annotations
 
-from .ops import CONST, VAR
+from .ops import VAR
 
 
 class Node:
@@ -68,6 +68,3 @@ class Graph:
         if node.name:
             return node.name
         return self.source(i, limit) or f"#{i}"
-
-    def is_source(self, i):
-        return self.nodes[i].op is VAR or self.nodes[i].op is CONST

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Op", "BUILTINS", "CALLABLE", "INFIX", "VAR", "CONST", "lookup", "sum_to"]
+__all__ = ["Op", "BUILTINS", "CALLABLE", "INFIX", "VAR", "CONST", "sum_to"]
 
 
 class Op:
@@ -661,11 +661,3 @@ CALLABLE_NAMES = frozenset(name for name, _ in CALLABLE)
 INFIX = {"add": add, "sub": sub, "mul": mul, "div": div, "matmul": matmul, "pow": pow,
          "neg": neg}
 
-
-def lookup(name, nargs):
-    """The op ``name(...)`` with ``nargs`` arguments denotes, or None."""
-    return CALLABLE.get((name, nargs))
-
-
-def public_names():
-    return sorted({name for name, _ in CALLABLE})

@@ -16,7 +16,7 @@ import re
 import numpy as np
 
 from . import ops as oplib
-from .errors import ParseError
+from .errors import ParseError, did_you_mean
 from .graph import Graph, Node
 
 __all__ = ["parse", "CONSTANTS"]
@@ -101,7 +101,7 @@ class _Builder:
                 want = " or ".join(str(a) for a in arities)
                 plural = "s" if arities[-1] != 1 else ""
                 self.error(f"{name} takes {want} argument{plural}, got {len(args)}", start)
-            hint = _did_you_mean(name, self.library.names())
+            hint = did_you_mean(name, self.library.names())
             self.error(f"unknown op {name!r}{hint}", start)
         inputs, static = args[:op.arity], args[op.arity:]
         params = tuple(self.integer_arg(op, k, a) for k, a in enumerate(static))
@@ -158,13 +158,6 @@ def _fresh_name(taken):
     while f"f_{k}" in taken:
         k += 1
     return f"f_{k}"
-
-
-def _did_you_mean(name, candidates):
-    import difflib  # only on this error path
-
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else ""
 
 
 class _Rules:

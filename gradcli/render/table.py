@@ -14,7 +14,7 @@ import numpy as np
 from . import text as fmt
 
 
-from .layout import Line, Table, show  # noqa: F401  (show: what the commands call)
+from .layout import Line, Table
 
 
 # ---------------------------------------------------------------- eval

@@ -110,20 +110,26 @@ class Report:
         self.ops = None           # check --ops FILE: one record per custom op
         self.__dict__.update(kw)
 
-    @property
-    def statuses(self):
+    def count(self, status):
+        """How many elements (or projections, or op inputs) have ``status``."""
         if self.ops is not None:
-            return [r["status"] for o in self.ops for r in o["inputs"]]
-        out = [s for ic in self.inputs for s in ic.status.ravel()]
-        return out + [p["status"] for p in self.projections]
+            return sum(r["status"] == status for o in self.ops for r in o["inputs"])
+        return (sum(int(np.count_nonzero(ic.status == status)) for ic in self.inputs)
+                + sum(p["status"] == status for p in self.projections))
+
+    @property
+    def total(self):
+        if self.ops is not None:
+            return sum(len(o["inputs"]) for o in self.ops)
+        return sum(ic.status.size for ic in self.inputs) + len(self.projections)
 
     @property
     def failed(self):
-        return "fail" in self.statuses
+        return self.count("fail") > 0
 
     @property
     def kinked(self):
-        return "kink" in self.statuses
+        return self.count("kink") > 0
 
     @property
     def ok(self):
@@ -312,19 +318,14 @@ def _run(ref, source, x0, h, how, total, base=None):
     return out
 
 
-_PLANS = {}
-
-
 def _plan(ref, source, batched, complex_step, total):
-    key = (id(ref), source, batched, complex_step, total)
-    plan = _PLANS.get(key)
-    if plan is None:
-        if len(_PLANS) > 64:
-            _PLANS.clear()
-        plan = _PLANS[key] = Plan(ref.graph, ref.order, ref.values, source, ref.output,
-                                  batched=batched, complex_step=complex_step, total=total)
-        plan.ref = ref  # keep ref alive while its id is a key
-    return plan
+    """The plan for one input, made once per check (kept on the reference evaluation)."""
+    plans = ref.__dict__.setdefault("plans", {})
+    key = (source, batched, complex_step, total)
+    if key not in plans:
+        plans[key] = Plan(ref.graph, ref.order, ref.values, source, ref.output,
+                          batched=batched, complex_step=complex_step, total=total)
+    return plans[key]
 
 
 def _batch_size(ref, plan, source_size, n, budget=4_000_000):

@@ -81,7 +81,7 @@ def as_json(report):
                              for k, v in p.items() if k != "kink"}
                             | ({"kink": _kink_json(report, p["kink"])} if "kink" in p else {})
                             for p in report.projections]
-    d["kinks"] = sum(1 for s in report.statuses if s == "kink")
+    d["kinks"] = report.count("kink")
     d["blame"] = [{"node": b["node"], "label": b["label"], "op": b["op"],
                    "max_abs_err": b["max_abs_err"], "max_rel_err": b["max_rel_err"],
                    "inputs": [_input_summary(r) for r in b["inputs"]]} for b in report.blame]
@@ -278,10 +278,7 @@ def _verdict(report):
         out.append(Line("blame: no node's backward is wrong on its own; the mismatch comes "
                         "from their combination (rounding, a too-tight tolerance or a step "
                         "too large for this function: try --eps-sweep)"))
-    statuses = report.statuses
-    n = len(statuses)
-    fails = statuses.count("fail")
-    kinks = statuses.count("kink")
+    n, fails, kinks = report.total, report.count("fail"), report.count("kink")
     what = "projections" if report.fast else "elements"
     if fails:
         word, style = "FAIL", "bold red"

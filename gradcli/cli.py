@@ -7,6 +7,7 @@ the parser) are imported inside the commands, so ``gradcli --help`` starts at on
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -36,6 +37,13 @@ def reports_errors(f):
             return f(*args, **kwargs)
         except click.exceptions.ClickException:
             raise
+        except BrokenPipeError:
+            # the reader left (| head): stop quietly, as a tool killed by SIGPIPE would
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + 13)
+        except KeyboardInterrupt:
+            click.echo("", err=True)
+            sys.exit(128 + 2)
         except Exception as e:
             from .errors import GradcliError
 
@@ -43,8 +51,6 @@ def reports_errors(f):
                 raise
             if isinstance(e, GradcliError):
                 _fail(str(e), e.exit_code)
-            if isinstance(e, (KeyboardInterrupt, BrokenPipeError)):
-                raise
             _fail(f"internal error: {type(e).__name__}: {e} "
                   f"(please report it; --debug shows the traceback)")
 

@@ -24,7 +24,8 @@ from . import engine
 from .errors import BindingError
 from .plan import Plan
 
-__all__ = ["check", "check_ops", "METHODS", "default_eps", "default_tolerances", "grade"]
+__all__ = ["check", "check_ops", "METHODS", "default_eps", "default_tolerances", "grade",
+           "grades"]
 
 METHODS = ("central", "forward", "complex", "richardson")
 EPS64 = float(np.finfo(np.float64).eps)
@@ -60,6 +61,13 @@ def grade(rel_err):
         if rel_err < limit:
             return word
     return "wrong"  # nan
+
+
+def grades(rel_err):
+    """:func:`grade` of every element of an array, at once."""
+    rel = np.nan_to_num(np.asarray(rel_err, dtype=np.float64), nan=np.inf)
+    return np.select([rel < limit for limit, _ in _GRADES], [w for _, w in _GRADES],
+                     "wrong").astype(object)
 
 
 # ---------------------------------------------------------------- results

@@ -36,7 +36,7 @@ METHODS = ["central", "forward", "complex", "richardson"]
 SPEC_TOP = {"ok", "method", "eps", "max_abs_err", "max_rel_err", "results"}
 SPEC_RESULT = {"wrt", "index", "analytic", "numeric", "abs_err", "rel_err", "status"}
 # keys a result may carry beyond SPEC's (SPEC may be extended, not broken)
-EXTRA_RESULT = {"output_index", "error_estimate", "kink"}
+EXTRA_RESULT = {"output_index", "error_estimate", "kink", "grade"}
 KINK_NOTE = "note: some elements are at kinks"
 
 

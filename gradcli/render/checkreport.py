@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 
+from ..gradcheck import grades
 from ..values import to_json
 from . import text as fmt
 from .layout import Line, Styled, Table
@@ -42,12 +43,14 @@ def rows(report):
         cols = [to_json(np.ravel(v)) for v in (ic.analytic, ic.numeric, ic.abs_err, ic.rel_err)]
         est = to_json(np.ravel(ic.err_est)) if ic.err_est is not None else None
         status = ic.status.reshape(-1)
+        grade = grades(ic.rel_err).reshape(-1)
         for pos, index, out_index in ic.indices():
             d = {"wrt": ic.name, "index": list(index)}
             if out_index is not None:
                 d["output_index"] = list(out_index)
             d["analytic"], d["numeric"], d["abs_err"], d["rel_err"] = (c[pos] for c in cols)
             d["status"] = status[pos]
+            d["grade"] = grade[pos]
             if est is not None:
                 d["error_estimate"] = est[pos]
             if pos in ic.kinks:
@@ -135,7 +138,7 @@ def as_csv(report):
 # ---------------------------------------------------------------- the table
 
 def _new_table(cols):
-    left = ("index", "status", "wrt", "op", "input", "output", "")
+    left = ("index", "grade", "status", "wrt", "op", "input", "output", "")
     return Table(*[(c, "left" if c in left else "right") for c in cols])
 
 
@@ -183,24 +186,26 @@ def table(report, show_all=False):
         out.append(Line(f"\n{ic.name}: shape {fmt.shape_text(ic.shape)}, {st.size} "
                         f"{unit}: {summary}; "
                         f"max rel err {_e(worst)} ({_grade(worst)})", style="bold"))
-        cols = ["index", "analytic", "numeric", "abs err", "rel err", "status"]
+        cols = ["index", "analytic", "numeric", "abs err", "rel err", "grade", "status"]
         if ic.out_shape is not None:
             cols.insert(0, "output")
         if ic.err_est is not None:
-            cols.insert(-1, "error estimate")
+            cols.insert(-2, "error estimate")
         t = _new_table(cols)
         picks, rest = _pick(ic, show_all)
         a, n = ic.analytic.reshape(-1), ic.numeric.reshape(-1)
         ae, re_ = ic.abs_err.reshape(-1), ic.rel_err.reshape(-1)
         est = ic.err_est.reshape(-1) if ic.err_est is not None else None
+        grade = grades(re_)
         index = list(ic.indices())
         for p in picks:
             _, i, o = index[p]
-            row = [_idx(i, ic.name), fmt.num(a[p]), fmt.num(n[p]), _e(ae[p]), _e(re_[p])]
+            row = [_idx(i, ic.name), fmt.num(a[p]), fmt.num(n[p]), _e(ae[p]), _e(re_[p]),
+                   grade[p]]
             if o is not None:
                 row.insert(0, _idx(o, report.output_name))
             if est is not None:
-                row.append(_e(est[p]))
+                row.insert(-1, _e(est[p]))
             t.add_row(*row, _status(st[p]))
         out.append(t)
         if rest:
@@ -215,9 +220,7 @@ def table(report, show_all=False):
 
 
 def _grade(rel):
-    from ..gradcheck import grade
-
-    return grade(rel)
+    return str(grades(rel))
 
 
 def _kink_text(report, where, analytic, k):

@@ -66,3 +66,18 @@ def cli(*args, input=None, env=None):
     r = runner().invoke(main, [str(a) for a in args], input=input, env=env)
     exc = r.exception if not isinstance(r.exception, SystemExit) else None
     return Out(r.exit_code, r.stdout, r.stderr, exc)
+
+
+def bad(r, *fragments):
+    """Exit 2, one clear ``error:`` message on stderr, nothing on stdout, no traceback."""
+    assert r.code == 2, f"exit {r.code}\nstdout:\n{r.out}\nstderr:\n{r.err}"
+    assert r.exception is None, repr(r.exception)
+    assert "Traceback" not in r.err and "Traceback" not in r.out
+    assert r.out == ""
+    lines = r.err.splitlines()
+    assert lines and lines[0].startswith("error: "), r.err
+    assert sum(line.startswith("error") for line in lines) == 1, r.err
+    assert "internal error" not in r.err, r.err
+    for f in fragments:
+        assert f in r.err, f"{f!r} not in stderr:\n{r.err}"
+    return r.err

@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import Out, cli, run
+from conftest import Out, bad, cli, run
 
 ANSI = re.compile(r"\x1b\[")
 NOTE_ONES = ("note: f has shape (2,), not a scalar: the reverse pass starts from ones, so "
@@ -66,21 +66,6 @@ def ok(r):
 def js(r):
     ok(r)
     return json.loads(r.out)
-
-
-def bad(r, *fragments):
-    """Exit 2, one clear ``error:`` message on stderr, nothing on stdout, no traceback."""
-    assert r.code == 2, f"exit {r.code}\nstdout:\n{r.out}\nstderr:\n{r.err}"
-    assert r.exception is None, repr(r.exception)
-    assert "Traceback" not in r.err and "Traceback" not in r.out
-    assert r.out == ""
-    lines = r.err.splitlines()
-    assert lines and lines[0].startswith("error: "), r.err
-    assert sum(line.startswith("error") for line in lines) == 1, r.err
-    assert "internal error" not in r.err, r.err
-    for f in fragments:
-        assert f in r.err, f"{f!r} not in stderr:\n{r.err}"
-    return r.err
 
 
 def usage_error(r, *fragments):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import gradcli
-from conftest import BUGGY, GATES, Out, cli, run
+from conftest import BUGGY, GATES, Out, bad, cli, run
 from gradcli import gradcheck
 from gradcli.parse import parse
 from gradcli.plugins import OpsFileError, load_ops_files
@@ -34,21 +34,6 @@ def js(r, code=0):
     assert r.exception is None, repr(r.exception)
     assert r.code == code, f"exit {r.code}\nstdout:\n{r.out}\nstderr:\n{r.err}"
     return json.loads(r.out)
-
-
-def bad(r, *fragments):
-    """Exit 2, one ``error:`` message on stderr, nothing on stdout, no traceback."""
-    assert r.code == 2, f"exit {r.code}\nstdout:\n{r.out}\nstderr:\n{r.err}"
-    assert r.exception is None, repr(r.exception)
-    assert "Traceback" not in r.err and "Traceback" not in r.out
-    assert r.out == ""
-    lines = r.err.splitlines()
-    assert lines and lines[0].startswith("error: "), r.err
-    assert sum(line.startswith("error") for line in lines) == 1
-    assert "internal error" not in r.err, r.err
-    for f in fragments:
-        assert f in r.err, f"{f!r} not in stderr:\n{r.err}"
-    return r.err
 
 
 def ops_file(tmp_path, name, source):

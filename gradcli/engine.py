@@ -296,18 +296,42 @@ def differentiate(graph, bindings, *, wrt=None, upstream=None, output=None, dtyp
     targets = resolve_targets(ev, wrt)
     seed, seed_is_ones = _seed(ev, upstream, ev.values[ev.output])
     grads, tr = _backward(ev, targets, seed, trace)
+    gradients = _collect(ev, targets, grads, bindings)
+    return Gradients(ev, grads, gradients, seed_is_ones, tr)
+
+
+def reverse(ev, wrt, upstream):
+    """One more reverse pass over an evaluated program, seeded with ``upstream``."""
+    targets = resolve_targets(ev, wrt)
+    seed, _ = _seed(ev, upstream, ev.values[ev.output])
+    grads, _ = _backward(ev, targets, seed, False)
+    return _collect(ev, targets, grads, {})
+
+
+def _collect(ev, targets, grads, bindings):
+    """name -> gradient: each its own writeable array; zeros where nothing flowed."""
     gradients, seen = {}, set()
     for name, i in targets.items():
         g = grads[i] if i is not None else None
-        if g is None:  # the output does not depend on it
-            value = ev.values[i] if i is not None else bindings.get(name, 0.0)
-            g = np.zeros(np.shape(value), dtype=ev.dtype)
+        if g is None:  # the output does not depend on it: zeros of its shape
+            g = np.zeros(_shape_of(ev, name, i, bindings), dtype=ev.dtype)
         elif not (isinstance(g, np.ndarray) and g.flags.writeable and g.flags.owndata) \
                 or id(g) in seen:
             g = np.array(g, dtype=ev.dtype)  # every result its own array, safe to change
         seen.add(id(g))
         gradients[name] = g
-    return Gradients(ev, grads, gradients, seed_is_ones, tr)
+    return gradients
+
+
+def _shape_of(ev, name, i, bindings):
+    if i is not None:
+        return np.shape(ev.values[i])
+    if name in bindings:
+        return np.shape(bindings[name])
+    if name in ev.graph.variables:  # unbound, and the output does not need it
+        return ()
+    # a named value the output does not depend on: run the program up to it
+    return np.shape(evaluate(ev.graph, bindings, output=name, dtype=ev.dtype).value)
 
 
 def resolve_targets(ev, wrt):

@@ -75,13 +75,14 @@ class Plan:
             result = "c_out"
             if batched:
                 result = "_np.broadcast_to(c_out, x.shape[:1] + _np.shape(c_out))"
-        if total:
-            nd = np.ndim(values[output])
-            if batched:
-                axes = tuple(range(1, nd + 1))
-                result = f"_np.sum({result}, axis={axes})" if nd else result
-            else:
-                result = f"_np.sum({result})" if nd else result
+        nd = np.ndim(values[output])
+        if total and nd:
+            axes = tuple(range(1, nd + 1)) if batched else None
+            result = f"_np.sum({result}, axis={axes})"  # a new array
+        else:
+            # a fresh copy: the result may be the input itself (the program "x") or a view
+            # of it (x[1:]), which the caller changes next
+            result = f"_np.array({result})"
         if trace:
             result = "(" + result + ", {" + ", ".join(f"{i}: t{i}" for i in self.steps) + "})"
         lines.append(f"    return {result}")

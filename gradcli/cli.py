@@ -259,7 +259,7 @@ def _note_seed(res):
               help="Check a few random projections u·J·v instead of every element.")
 @click.option("--projections", type=click.IntRange(1, 1000), default=4, show_default=True,
               help="How many projections --fast checks per input.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
               help="Seed for the random choices (projections, upstream gradients, samples).")
 @click.option("--strict", is_flag=True, help="Exit 1 on kinks too.")
 @click.option("--eps-sweep", "sweep", is_flag=True,
@@ -284,6 +284,14 @@ def check_cmd(args, program_file, ops_files, values_file, output, dtype, debug, 
     if not args and program_file is None:
         if not ops_files:
             raise click.UsageError("missing EXPR (or -f FILE, or --ops FILE to check its ops)")
+        given = [flag for flag, on in (
+            ("--wrt", wrt), ("--method", method != "central"), ("--jacobian", jacobian),
+            ("--fast", fast), ("--strict", strict), ("--eps-sweep", sweep),
+            ("--values", values_file), ("--output", output), ("--dtype", dtype != "float64"),
+            ("--all", show_all)) if on]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: for checking an EXPR; the self-check "
+                                   f"of --ops FILE takes --seed, --eps, --atol and --rtol")
         report = gradcheck.check_ops(library, seed=seed, eps=eps, atol=atol, rtol=rtol)
         render_table = checkreport.ops_table
     else:

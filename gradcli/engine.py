@@ -230,15 +230,22 @@ def _gate_error(graph, node, what, e):
                      f"{_exc_text(e, node.op.path)}", graph.text, node.start)
 
 
+def read_only(x):
+    """A view a custom op cannot write through: its inputs are other nodes' values."""
+    v = np.asarray(x).view()
+    v.flags.writeable = False
+    return v
+
+
 def gate_forward(graph, node, xs, dtype):
     """Run a custom op's forward on a fresh instance: (instance, output as an array)."""
     op = node.op
     try:
         inst = op.gate()
-        out = inst.forward(*xs)
+        out = inst.forward(*[read_only(x) for x in xs])
     except GradcliError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise _gate_error(graph, node, "forward", e) from e
     arr = np.asarray(out)
     if arr.dtype.kind not in "biufc":
@@ -253,10 +260,10 @@ def gate_backward(graph, node, inst, g, xs):
     """A custom op's downstream gradients, checked: one per input, each of its shape."""
     op = node.op
     try:
-        got = inst.backward(g)
+        got = inst.backward(read_only(g))
     except GradcliError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise _gate_error(graph, node, "backward", e) from e
     where = f"{graph.source(node.id, 40)}: op {op.name} ({os.path.basename(op.path or '')}): " \
             f"backward"

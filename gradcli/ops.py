@@ -436,6 +436,8 @@ def _unsqueeze(v):
 def _softmax(x):
     if np.ndim(x) == 0:
         return np.ones_like(x)
+    if np.shape(x)[-1] == 0:  # nothing to normalise (as PyTorch: an empty result)
+        return np.array(x, dtype=np.result_type(x, np.float32))
     shifted = x - np.max(x, axis=-1, keepdims=True)  # stable: exp never overflows
     e = np.exp(shifted)
     return e / np.sum(e, axis=-1, keepdims=True)
@@ -444,6 +446,8 @@ def _softmax(x):
 def _logsumexp(x):
     if np.ndim(x) == 0:
         return x
+    if np.shape(x)[-1] == 0:  # the log of an empty sum: -inf, as PyTorch
+        return np.full(np.shape(x)[:-1], -np.inf, dtype=np.result_type(x, np.float32))
     m = np.max(x, axis=-1, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)  # a row of -inf gives -inf (and one with inf, inf)
     with np.errstate(divide="ignore"):    # log(0) = -inf is the right answer there

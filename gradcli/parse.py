@@ -53,8 +53,9 @@ class _Builder:
     def node(self, ex):
         """The node id of ``ex``, making a constant node for a literal."""
         if ex.id < 0:
-            ex.id = self.add(oplib.CONST, (), ex.start, ex.end,
-                             value=np.asarray(ex.value, dtype=np.float64))
+            value = np.array(ex.value, dtype=np.float64)
+            value.flags.writeable = False  # a cached graph's constants stay what they say
+            ex.id = self.add(oplib.CONST, (), ex.start, ex.end, value=value)
         return ex.id
 
     def apply(self, op, args, start, end, params=()):

@@ -15,11 +15,23 @@ import numpy as np
 __all__ = ["Plan"]
 
 
-def _gate_runner(cls, complex_step):
+def read_only(x):
+    v = np.asarray(x).view()
+    v.flags.writeable = False
+    return v
+
+
+def _gate_runner(op, complex_step):
+    cls = op.gate
+
     def run(*xs):
-        out = np.asarray(cls().forward(*xs))
+        out = np.asarray(cls().forward(*[read_only(x) for x in xs]))
         if complex_step and not np.iscomplexobj(out) and any(np.iscomplexobj(x) for x in xs):
-            raise TypeError("it drops the imaginary part of complex inputs")
+            from .errors import EvalError
+
+            raise EvalError(f"op {op.name}: its forward drops the imaginary part of complex "
+                            f"inputs, so the complex step cannot pass through it; use "
+                            f"--method central")
         return out
     return run
 
@@ -93,7 +105,7 @@ class Plan:
     def _function(node, affected, values, batched, complex_step):
         op = node.op
         if op.gate is not None:
-            return None if batched else _gate_runner(op.gate, complex_step)
+            return None if batched else _gate_runner(op, complex_step)
         fwd = op.cforward if complex_step else op.forward
         if not batched:
             return fwd

@@ -57,11 +57,16 @@ def load_ops_file(path):
     module.__file__ = path
     try:
         exec(code, module.__dict__)
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise OpsFileError(f"ops file {where}: loading it raised {_exc_text(e, path)}") from None
+    classes = [v for v in list(module.__dict__.values())
+               if isinstance(v, type) and v.__module__ == module.__name__]
+    # A class the file's other classes derive from is a base for them, not an op; so is a
+    # class whose name starts with an underscore.
+    bases = {b for c in classes for b in c.__mro__[1:]}
     found = []
-    for value in list(module.__dict__.values()):
-        if not isinstance(value, type) or value.__module__ != module.__name__:
+    for value in classes:
+        if value in bases or value.__name__.startswith("_"):
             continue
         has_fwd = callable(getattr(value, "forward", None))
         has_bwd = callable(getattr(value, "backward", None))

@@ -95,6 +95,9 @@ def from_nested(obj, name):
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise BindingError(f"bad value for {name}: {json.dumps(v)} is not a number")
+    if len(shape) > 32:
+        raise BindingError(f"bad value for {name}: lists nested {len(shape)} deep; "
+                           f"arrays have at most 32 axes here")
     return np.array(obj, dtype=np.float64).reshape(shape)
 
 

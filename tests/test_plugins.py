@@ -680,11 +680,12 @@ def test_sampling_hints_are_honoured(tmp_path, seed):
         rows.setdefault((r["op"], r["wrt"]), []).append(tuple(r["index"]))
     # shapes = [(4,), (4,)]: four elements per input
     assert rows[("DotGate", "x")] == rows[("DotGate", "y")] == [(0,), (1,), (2,), (3,)]
-    # no hints: scalars
-    assert rows[("PlainGate", "x")] == rows[("PlainGate", "y")] == [()]
-    assert rows[("SqrtGate", "x")] == [()]
-    # no hints, and scalars do not work: the next shape tried is a vector
-    assert len(rows[("VecGate", "x")]) > 1
+    # no shape hint: every shape the forward takes, scalars, vectors and matrices
+    every = [()] + [(i,) for i in range(3)] + [(i, j) for i in range(2) for j in range(3)]
+    assert rows[("PlainGate", "x")] == rows[("PlainGate", "y")] == every
+    assert rows[("SqrtGate", "x")] == every
+    # ... and where scalars do not work, the others still are checked
+    assert rows[("VecGate", "x")] == every[1:]
 
 
 def test_sampled_values_respect_the_domain(tmp_path):
@@ -699,7 +700,7 @@ def test_sampled_values_respect_the_domain(tmp_path):
         assert sq.size and (sq > 0).all()
         assert rg.size and ((rg > 2) & (rg < 3)).all()
         assert set(module_seen["DotGate"]) == {((4,), (4,))}
-        assert set(module_seen["PlainGate"]) == {((), ())}
+        assert set(module_seen["PlainGate"]) >= {((), ()), ((3,), (3,)), ((2, 3), (2, 3))}
 
 
 def test_without_the_domain_hint_a_positive_only_gate_can_fail_to_sample(tmp_path):

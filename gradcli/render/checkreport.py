@@ -305,6 +305,9 @@ def ops_table(report):
                       _e(r["max_abs_err"]), _e(r["max_rel_err"]), _status(r["status"]))
     out = [Line(f"checking each custom op's backward against central differences at random "
                 f"inputs, with a random upstream gradient (seed {report.seed})"), t]
+    for o in report.ops:
+        for why in o.get("skipped", ()):
+            out.append(Line(f"  {o['name']}: not at shape {why}"))
     bad = [o["name"] for o in report.ops if o["status"] == "fail"]
     n = len(report.ops)
     if bad:

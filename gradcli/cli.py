@@ -115,6 +115,15 @@ def _load(args, program_file, values_file):
     return text, bindings
 
 
+def _check_program(text, graph, bindings):
+    """Warn when the program is a lone NAME=VALUE: the EXPR was probably left out."""
+    from .parse import looks_like_a_binding
+
+    if not graph.variables and looks_like_a_binding(text):
+        _warn([f"the program is {text.strip()!r}, which has no input variables; NAME=VALUE "
+               f"bindings go after EXPR (was EXPR left out?)"])
+
+
 def _read_program(path):
     from .errors import BindingError
 
@@ -170,8 +179,9 @@ def eval_cmd(args, program_file, ops_files, values_file, output, dtype, debug, f
     from .parse import parse
 
     text, bindings = _load(args, program_file, values_file)
-    res = engine.evaluate(parse(text, _library(ops_files)), bindings, output=output,
-                          dtype=dtype)
+    graph = parse(text, _library(ops_files))
+    _check_program(text, graph, bindings)
+    res = engine.evaluate(graph, bindings, output=output, dtype=dtype)
     _warn(res.warnings)
     if fmt == "json":
         from .render import jsonout
@@ -212,8 +222,10 @@ def grad_cmd(args, program_file, ops_files, values_file, output, dtype, debug, w
 
     text, bindings = _load(args, program_file, values_file)
     seed = parse_value(upstream, "--upstream") if upstream is not None else None
-    res = engine.differentiate(parse(text, _library(ops_files)), bindings, wrt=_wrt(wrt),
-                               upstream=seed, output=output, dtype=dtype, trace=fmt == "table")
+    graph = parse(text, _library(ops_files))
+    _check_program(text, graph, bindings)
+    res = engine.differentiate(graph, bindings, wrt=_wrt(wrt), upstream=seed, output=output,
+                               dtype=dtype, trace=fmt == "table")
     _warn(res.warnings)
     if fmt == "json":
         from .render import jsonout

@@ -14,7 +14,6 @@ checked against finite differences, with a random upstream gradient, to name the
 from __future__ import annotations
 
 import math
-import re
 import os
 import time
 import warnings
@@ -229,9 +228,11 @@ def _settings(method, dtype, eps, atol, rtol):
 def _checkable(graph, ref, targets):
     """Refuse what finite differences cannot check: nothing to vary, or no finite output."""
     if not any(i is not None for i in targets.values()):
+        from .parse import looks_like_a_binding
+
         text = graph.text.strip()
         hint = (f" ('{text}' was read as the program: did you forget EXPR before the "
-                f"bindings?)" if re.fullmatch(r"\w+\s*=\s*[^=]+", text) else "")
+                f"bindings?)" if looks_like_a_binding(text) else "")
         raise BindingError("nothing to check: the output depends on no input variable" + hint)
     if not any(np.size(ref.values[i]) for i in targets.values() if i is not None):
         raise BindingError("nothing to check: the inputs have no elements")

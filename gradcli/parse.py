@@ -42,6 +42,7 @@ class _Builder:
         self.nodes = []
         self.names = {}       # name -> node id, as bound so far
         self.variables = {}   # variable name -> node id
+        self.assigned = {}    # statement name -> where it is assigned
         self.statements = []  # in order: an _Ex (bare expression) or an assignment
 
     # -- nodes
@@ -81,10 +82,14 @@ class _Builder:
         if n in CONSTANTS:
             self.error(f"cannot assign to the constant {n}", tok.start)
         if n in self.variables:
-            first = self.nodes[self.variables[n]].start
-            line = self.text.count("\n", 0, first) + 1
+            line = self.text.count("\n", 0, self.nodes[self.variables[n]].start) + 1
             self.error(f"{n} is used as an input (line {line}) before this assignment; "
                        f"give the new value another name", tok.start)
+        if n in self.assigned:  # one name, one value: tables and --wrt name values
+            line = self.text.count("\n", 0, self.assigned[n]) + 1
+            self.error(f"{n} is already assigned (line {line}); give the new value another "
+                       f"name", tok.start)
+        self.assigned[n] = tok.start
         i = self.node(ex)
         node = self.nodes[i]
         if node.name is None:
@@ -148,6 +153,11 @@ class _Builder:
         else:
             _, name, output, _ = last
         return Graph(self.text, self.nodes, self.names, output, name)
+
+
+def looks_like_a_binding(text):
+    """Whether a program reads like ``x=1``: a NAME=VALUE given where EXPR belongs."""
+    return re.fullmatch(r"\s*(?!\d)\w+\s*=\s*[-+.\w\[\], ]+\s*", text) is not None
 
 
 def _fresh_name(taken):

@@ -82,8 +82,10 @@ def test_names_unicode_and_underscores():
     assert value("x_1 * x2 + b_", x_1=2, x2=3, b_=1) == pytest.approx(7)
 
 
-def test_reassignment_refers_to_the_latest_value():
-    assert value("a = x; a = a * 2; a = a + 1; a", x=3) == pytest.approx(7)
+def test_a_name_is_assigned_once():
+    assert value("a = x; b = a * 2; c = b + 1; c", x=3) == pytest.approx(7)
+    e = error("a = x; a = a * 2")
+    assert (e.line, e.column) == (1, 8) and "a is already assigned (line 1)" in str(e)
 
 
 def test_variables_in_order_of_first_appearance():

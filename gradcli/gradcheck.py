@@ -126,6 +126,15 @@ class InputCheck:
                 pos += 1
         assert pos == n_in * len(out_idx)
 
+    def index_of(self, pos):
+        """(index tuple, output index tuple or None) of one flat position."""
+        n_in = int(np.prod(self.shape)) if self.shape else 1
+        i = tuple(int(k) for k in np.unravel_index(pos % n_in, self.shape)) if self.shape \
+            else ()
+        if self.out_shape is None:
+            return i, None
+        return i, tuple(int(k) for k in np.unravel_index(pos // n_in, self.out_shape))
+
 
 class Report:
     """Everything ``gradcli check`` found, for the table, JSON and CSV renderers."""
@@ -170,9 +179,8 @@ class Report:
         # error that is not a number (inf against a finite value, nan) counts as inf
         vals = [getattr(ic, attr)[ic.status != "kink"] for ic in self.inputs]
         vals = [np.nan_to_num(v, nan=np.inf, posinf=np.inf) for v in vals]
-        if self.fast:  # otherwise projections only back the elements up (see _check)
-            vals.append(np.nan_to_num(np.array([p[attr] for p in self.projections
-                                                if p["status"] != "kink"]), nan=np.inf))
+        vals.append(np.nan_to_num(np.array([p[attr] for p in self.projections
+                                            if p["status"] != "kink"]), nan=np.inf))
         vals = [v for v in vals if v.size]
         return float(max(v.max() for v in vals)) if vals else 0.0
 

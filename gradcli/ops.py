@@ -333,17 +333,17 @@ def _extreme_vjp(g, out, x):
 
 sum_all = defop("sum", _sum, arity=1, params=("axis",),
                 vjps=(lambda g, out, x, axis=None: _spread(g, x, axis),),
-                formulas=("1 for every element (g spread back over the summed axis)",),
+                formulas=("g, spread back over the elements summed",),
                 doc="sum(x): all elements; sum(x, axis): along one axis")
 mean = defop("mean", _mean, arity=1, params=("axis",),
              vjps=(lambda g, out, x, axis=None: _spread(g, x, axis) / _count(x, axis),),
-             formulas=("1/n for every element (n = elements averaged)",),
+             formulas=("g / n, spread back over the n elements averaged",),
              doc="mean(x): all elements; mean(x, axis): along one axis")
 max_all = defop("max", _max_all, arity=1, vjps=(_extreme_vjp,),
-                formulas=("1 at the maximum, split evenly among ties; 0 elsewhere",),
+                formulas=("g at the maximum (split evenly among ties), 0 elsewhere",),
                 kinks="where the maximum is tied", doc="the largest element")
 min_all = defop("min", _min_all, arity=1, vjps=(_extreme_vjp,),
-                formulas=("1 at the minimum, split evenly among ties; 0 elsewhere",),
+                formulas=("g at the minimum (split evenly among ties), 0 elsewhere",),
                 kinks="where the minimum is tied", doc="the smallest element")
 
 

@@ -78,8 +78,8 @@ def as_json(report):
                      "inputs": [_input_summary(r) for r in o["inputs"]]} for o in report.ops]
         return d
     d["results"] = rows(report)
-    if report.fast:
-        d["fast"] = True
+    d["fast"] = bool(report.fast)
+    if report.projections:
         d["projections"] = [{k: (to_json(v) if isinstance(v, float) else v)
                              for k, v in p.items() if k != "kink"}
                             | ({"kink": _kink_json(report, p["kink"])} if "kink" in p else {})
@@ -155,10 +155,12 @@ def _pick(ic, show_all):
     n = st.size
     if show_all or n <= _SHOW:
         return list(range(n)), 0
-    bad = [int(p) for p in np.flatnonzero(st != "ok")][:_SHOW_BAD]
-    if len(bad) < _SHOW:
-        rel = np.nan_to_num(ic.rel_err.reshape(-1), nan=np.inf)
-        worst = [int(p) for p in np.argsort(-rel, kind="stable") if st[p] == "ok"]
+    bad = [int(p) for p in np.flatnonzero(st != "ok")[:_SHOW_BAD]]
+    if len(bad) < _SHOW:  # and the worst of the rest, found without sorting them all
+        rel = np.where(st == "ok", np.nan_to_num(ic.rel_err.reshape(-1), nan=np.inf), -1.0)
+        k = min(_SHOW - len(bad), n - 1)
+        worst = np.argpartition(-rel, k)[:k + 1] if k >= 0 else []
+        worst = sorted((int(p) for p in worst if st[p] == "ok"), key=lambda p: -rel[p])
         bad += worst[:_SHOW - len(bad)]
     return sorted(bad), n - len(bad)
 
@@ -168,23 +170,24 @@ def table(report, show_all=False):
     program = report.graph.source(report.graph.names[report.output_name], 60)
     name = report.output_name
     what = name if program == name else f"{name} = {program}"
+    step = ("the input's largest element" if report.fast else "each element") + \
+        "'s size when above 1"
     out.append(Line(f"checking {what} against {_method_text(report)}: "
-                    f"eps {report.eps:.3g} (times each element's size when above 1); "
-                    f"an element passes when |analytic - numeric| <= "
-                    f"{report.atol:g} + {report.rtol:g} * |numeric|"))
-    if report.fast:
+                    f"eps {report.eps:.3g} (times {step}); it agrees when "
+                    f"|analytic - numeric| <= {report.atol:g} + {report.rtol:g} * |numeric| "
+                    f"(+ the rounding floor of the difference)"))
+    if report.fast or any(p["status"] != "ok" for p in report.projections):
         out += _fast_table(report)
     for ic in report.inputs:
         st = ic.status.reshape(-1)
-        counts = {s: int(np.count_nonzero(st == s)) for s in ("ok", "kink", "fail")}
-        summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        counts = (("ok", "ok"), ("kink", "at a kink"), ("fail", "failed"))
+        summary = ", ".join(f"{int(np.count_nonzero(st == s))} {w}" for s, w in counts
+                            if np.count_nonzero(st == s))
         counted = ic.rel_err.reshape(-1)[st != "kink"]  # kinks are not errors of the rule
         worst = float(np.nanmax(counted, initial=0)) if counted.size else 0.0
-        unit = "entr" if ic.out_shape is not None else "element"
-        unit += ("ies" if st.size != 1 else "y") if ic.out_shape is not None else \
-            ("s" if st.size != 1 else "")
-        out.append(Line(f"\n{ic.name}: shape {fmt.shape_text(ic.shape)}, {st.size} "
-                        f"{unit}: {summary}; "
+        unit = "Jacobian entry" if ic.out_shape is not None else "element"
+        shape = f"shape {ic.shape}" if ic.shape else "a scalar"
+        out.append(Line(f"\n{ic.name}: {shape}, {_plural(st.size, unit)}: {summary}; "
                         f"max rel err {_e(worst)} ({_grade(worst)})", style="bold"))
         cols = ["index", "analytic", "numeric", "abs err", "rel err", "grade", "status"]
         if ic.out_shape is not None:
@@ -196,12 +199,10 @@ def table(report, show_all=False):
         a, n = ic.analytic.reshape(-1), ic.numeric.reshape(-1)
         ae, re_ = ic.abs_err.reshape(-1), ic.rel_err.reshape(-1)
         est = ic.err_est.reshape(-1) if ic.err_est is not None else None
-        grade = grades(re_)
-        index = list(ic.indices())
         for p in picks:
-            _, i, o = index[p]
+            i, o = ic.index_of(p)
             row = [_idx(i, ic.name), fmt.num(a[p]), fmt.num(n[p]), _e(ae[p]), _e(re_[p]),
-                   grade[p]]
+                   _grade(re_[p]) if st[p] != "kink" else "-"]
             if o is not None:
                 row.insert(0, _idx(o, report.output_name))
             if est is not None:
@@ -211,7 +212,7 @@ def table(report, show_all=False):
         if rest:
             out.append(Line(f"  … {rest} more ok (--all lists every element)"))
         for p, k in sorted(ic.kinks.items()):
-            _, i, _o = index[p]
+            i, _o = ic.index_of(p)
             out.append(Line("  " + _kink_text(report, _idx(i, ic.name), a[p], k)))
     if report.sweep:
         out += _sweep_table(report)
@@ -226,12 +227,18 @@ def _grade(rel):
 def _kink_text(report, where, analytic, k):
     g = report.graph
     nodes = ", ".join(f"node {m} {g.source(m, 30)}" for m in k["nodes"])
-    lo, hi = sorted((k["left"], k["right"]))
+    left, right = k["left"], k["right"]
+    lo, hi = min(left, right), max(left, right)
+    head = f"kink at {where}: the step crosses a point where {nodes} is not differentiable"
+    if left != left or right != right:  # one side lies outside the op's domain
+        side, v = ("right", right) if left != left else ("left", left)
+        verdict = ("is accepted there" if k["inside"] else "is not a number, which no "
+                   "slope allows")
+        return (f"{head}; at the edge of its domain only the {side} slope exists "
+                f"({fmt.num(v)}), and the analytic {fmt.num(analytic)} {verdict}")
     inside = "lies inside" if k["inside"] else "lies OUTSIDE"
-    return (f"kink at {where}: the step crosses a point where {nodes} is not "
-            f"differentiable; one-sided slopes {fmt.num(k['left'])} (left) and "
-            f"{fmt.num(k['right'])} (right); the analytic {fmt.num(analytic)} {inside} "
-            f"[{fmt.num(lo)}, {fmt.num(hi)}]")
+    return (f"{head}; one-sided slopes {fmt.num(left)} (left) and {fmt.num(right)} (right); "
+            f"the analytic {fmt.num(analytic)} {inside} [{fmt.num(lo)}, {fmt.num(hi)}]")
 
 
 def _fast_table(report):
@@ -281,20 +288,43 @@ def _verdict(report):
         out.append(Line("blame: no node's backward is wrong on its own; the mismatch comes "
                         "from their combination (rounding, a too-tight tolerance or a step "
                         "too large for this function: try --eps-sweep)"))
-    n, fails, kinks = report.total, report.count("fail"), report.count("kink")
-    what = "projections" if report.fast else "elements"
-    if fails:
-        word, style = "FAIL", "bold red"
-        text = f"{fails} of {n} {what} disagree"
-    elif kinks and report.strict:
-        word, style = "FAIL", "bold red"
-        text = f"{kinks} of {n} {what} at kinks (--strict)"
+    if report.fast:
+        text, word = _tally(report.projections and
+                            [p["status"] for p in report.projections], "projection", report)
     else:
-        word, style = "PASS", "bold green"
-        text = f"{n - kinks} of {n} {what} agree" + (f", {kinks} at kinks" if kinks else "")
+        unit = "Jacobian entry" if report.jacobian else "element"
+        statuses = np.concatenate([ic.status.reshape(-1) for ic in report.inputs]) \
+            if report.inputs else np.array([], dtype=object)
+        text, word = _tally(list(statuses), unit, report)
+        if report.projections:  # the random-weight projections of a non-scalar output
+            ptext, pword = _tally([p["status"] for p in report.projections],
+                                  "random projection", report)
+            text += f"; {ptext}"
+            word = "FAIL" if "FAIL" in (word, pword) else word
+    style = "bold red" if word == "FAIL" else "bold green"
     out.append(Line(f"\n{word}: {text} (max abs err {_e(report.max_abs_err)}, max rel err "
                     f"{_e(report.max_rel_err)}: {report.grade})", style=style))
     return out
+
+
+def _plural(n, word):
+    if n == 1:
+        return f"1 {word}"
+    return f"{n} {word[:-1] + 'ies' if word.endswith('y') else word + 's'}"
+
+
+def _tally(statuses, unit, report):
+    """("3 of 4 elements agree, 1 at a kink", "PASS") and the like."""
+    statuses = list(statuses or [])
+    n = len(statuses)
+    fails, kinks = statuses.count("fail"), statuses.count("kink")
+    if fails:
+        return f"{fails} of {_plural(n, unit)} disagree", "FAIL"
+    at = f", {kinks} at {'a kink' if kinks == 1 else 'kinks'}" if kinks else ""
+    if kinks and report.strict:
+        return f"{kinks} of {_plural(n, unit)} at {'a kink' if kinks == 1 else 'kinks'} " \
+               f"(--strict)", "FAIL"
+    return f"{n - kinks} of {_plural(n, unit)} agree{at}", "PASS"
 
 
 def ops_table(report):

@@ -85,7 +85,9 @@ def _rich(item):
 
 
 def is_plain(stream):
-    return "NO_COLOR" in os.environ or not (hasattr(stream, "isatty") and stream.isatty())
+    """Plain text unless writing to a terminal; NO_COLOR (set and not empty) asks for plain."""
+    return bool(os.environ.get("NO_COLOR")) or not (hasattr(stream, "isatty")
+                                                    and stream.isatty())
 
 
 def show(items, stream=None):
@@ -98,4 +100,11 @@ def show(items, stream=None):
 
     console = Console(file=stream, highlight=False, emoji=False)
     for item in items:
+        if isinstance(item, Table):
+            text = _plain_table(item)
+            if max(len(line) for line in text.splitlines()) > console.width:
+                # wider than the window: Rich would wrap each cell on its own and pull a
+                # row's lines apart; keep rows whole and let the terminal fold long lines
+                console.print(text, soft_wrap=True, markup=False)
+                continue
         console.print(_rich(item))

@@ -6,19 +6,31 @@ import os
 from .. import ops as oplib
 
 
-def _call(op, name):
+#: Other spellings of an operator in the grammar (grammar/expr.lark: POW is "**" or "^").
+_ALSO = {"**": "^"}
+
+
+def _call(op, names):
+    """Every way to write the op: ``a ** b, a ^ b, pow(a, b)``."""
     args = list(op.argnames[:op.arity])
+    calls = []
     if op.symbol:
-        return f"{op.symbol}{args[0]}" if op.arity == 1 else f"{args[0]} {op.symbol} {args[1]}"
+        for sym in (op.symbol, _ALSO.get(op.symbol)):
+            if sym:
+                calls.append(f"{sym}{args[0]}" if op.arity == 1 else
+                             f"{args[0]} {sym} {args[1]}")
     extra = "".join(f"[, {p}]" for p in op.params)
-    return f"{name}({', '.join(args)}{extra})"
+    calls += [f"{name}({', '.join(args)}{extra})" for name in names]
+    return ", ".join(calls)
 
 
 def _rule(op):
+    """An elementwise op's local derivative per input (d/da = b), or, for the others, the
+    gradient each input gets from the gradient g arriving from above (a gets g @ ...)."""
     names = op.argnames[:op.arity]
-    if len(names) == 1:
-        return f"d/d{names[0]} = {op.formulas[0]}"
-    return "; ".join(f"d/d{n} = {f}" for n, f in zip(names, op.formulas))
+    if op.partials is not None:
+        return "; ".join(f"d/d{n} = {f}" for n, f in zip(names, op.formulas))
+    return "; ".join(f"{n} gets {f}" for n, f in zip(names, op.formulas))
 
 
 def rows(library=None):
@@ -26,13 +38,12 @@ def rows(library=None):
     for op in oplib.BUILTINS:
         if not op.public:
             continue
-        names = sorted({n for (n, _), o in oplib.CALLABLE.items() if o is op}) or [op.name]
-        for name in names:
-            out.append({"name": op.name, "call": _call(op, name), "arity": op.arity,
-                        "derivative": _rule(op), "kinks": op.kinks, "domain": op.domain,
-                        "doc": op.doc})
+        names = sorted({n for (n, _), o in oplib.CALLABLE.items() if o is op})
+        out.append({"name": op.name, "call": _call(op, names), "arity": op.arity,
+                    "derivative": _rule(op), "kinks": op.kinks, "domain": op.domain,
+                    "doc": op.doc})
     for op in (library.custom.values() if library is not None else ()):
-        out.append({"name": op.name, "call": _call(op, op.name), "arity": op.arity,
+        out.append({"name": op.name, "call": _call(op, [op.name]), "arity": op.arity,
                     "derivative": f"{op.gate.__name__}.backward (custom, "
                                   f"{os.path.basename(op.path)})",
                     "kinks": getattr(op.gate, "kinks", None), "domain": _domain(op),
@@ -50,7 +61,8 @@ def _domain(op):
 def table(rows):
     from .layout import Table
 
-    t = Table("op", "call", "derivative rule", "not differentiable at", "domain")
+    t = Table("op", "call", "derivative rule (g: the gradient from above)",
+              "not differentiable at", "domain")
     for r in rows:
         t.add_row(r["name"], r["call"], r["derivative"], r["kinks"] or "", r["domain"] or "")
     return [t]

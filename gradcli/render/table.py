@@ -123,7 +123,7 @@ def gradients(res):
                 else:
                     downs.append(f"→ {labels[k]}: {fmt.array(d)}")
             else:
-                locs.append(f"∂/∂{_paren(labels[k])}: {_formula(node.op, k, labels)}")
+                locs.append(f"{labels[k]} gets {_formula(node.op, k, labels)}")
                 downs.append(f"→ {labels[k]}: {fmt.array(d)}")
         t.add_row(str(i), graph.label(i), fmt.array(res.values[i]), up, "\n".join(locs),
                   "\n".join(downs))

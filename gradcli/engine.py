@@ -55,6 +55,7 @@ class Gradients(Evaluation):
         self.gradients = gradients      # variable name -> d output / d variable
         self.seed_is_ones = seed_is_ones  # True when a non-scalar output started from ones
         self.trace = trace              # per-edge record for tables (None unless asked)
+        self.upstream_given = False     # True when the reverse pass started from --upstream
 
 
 class Trace:
@@ -304,7 +305,9 @@ def differentiate(graph, bindings, *, wrt=None, upstream=None, output=None, dtyp
     seed, seed_is_ones = _seed(ev, upstream, ev.values[ev.output])
     grads, tr = _backward(ev, targets, seed, trace)
     gradients = _collect(ev, targets, grads, bindings)
-    return Gradients(ev, grads, gradients, seed_is_ones, tr)
+    res = Gradients(ev, grads, gradients, seed_is_ones, tr)
+    res.upstream_given = upstream is not None
+    return res
 
 
 def reverse(ev, wrt, upstream):

@@ -60,4 +60,15 @@ def caret(text, pos, width=76):
     shown = line[left:left + width]
     prefix = "…" if left else ""
     suffix = "…" if left + width < len(line) else ""
-    return f"  {prefix}{shown}{suffix}\n  {' ' * (len(prefix) + col - left)}^"
+    # the caret goes under the column as a terminal shows it: wide (CJK) characters take 2
+    under = len(prefix) + _columns(line[left:col])
+    return f"  {prefix}{shown}{suffix}\n  {' ' * under}^"
+
+
+def _columns(s):
+    if s.isascii():
+        return len(s)
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else
+               0 if unicodedata.combining(c) else 1 for c in s)

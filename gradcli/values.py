@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -110,15 +111,16 @@ def load_file(path, name="value"):
         elif ext == ".json":
             with open(path, encoding="utf-8") as f:
                 return _from_json_text(f.read().strip(), name)
-        elif ext == ".csv":
-            value = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=0)
         else:
-            value = np.loadtxt(path, dtype=np.float64, ndmin=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # "input contained no data" is an error here
+                value = np.loadtxt(path, delimiter="," if ext == ".csv" else None,
+                                   dtype=np.float64, ndmin=0)
     except BindingError:
         raise
     except FileNotFoundError:
         raise BindingError(f"cannot read {name}=@{path}: no such file") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, UserWarning) as e:
         raise BindingError(f"cannot read {name}=@{path}: {_first_line(e)}") from None
     return as_array(value, name)
 
@@ -126,6 +128,9 @@ def load_file(path, name="value"):
 def load_values_file(path):
     """``--values FILE``: a JSON object of NAME: VALUE, or a NumPy .npz archive."""
     ext = os.path.splitext(path)[1].lower()
+    if ext not in (".json", ".npz"):
+        raise BindingError(f"--values {path}: give a .json file holding an object "
+                           f"{{NAME: VALUE}}, or a NumPy .npz archive")
     try:
         if ext == ".npz":
             with np.load(path, allow_pickle=False) as archive:

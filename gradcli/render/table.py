@@ -128,7 +128,9 @@ def gradients(res):
         t.add_row(str(i), graph.label(i), fmt.array(res.values[i]), up, "\n".join(locs),
                   "\n".join(downs))
     out = [t]
-    g = Table("input", "shape", f"∂{res.output_name}/∂input")
+    head = (f"upstream · ∂{res.output_name}/∂input" if res.upstream_given
+            else f"∂{res.output_name}/∂input")
+    g = Table("input", "shape", head)
     for name, grad in res.gradients.items():
         i = graph.names[name]
         fan = _fan_in(graph, tr.into, i)

@@ -33,10 +33,10 @@ EPS64 = float(np.finfo(np.float64).eps)
 #: The default step per method, for float64 arithmetic (the numeric side always is).  The
 #: error of a difference quotient is truncation (shrinks with h) plus rounding (about
 #: eps |f| / h, grows as h shrinks); the best h balances them: eps^(1/3) for central
-#: differences (error O(h^2)), eps^(1/2) for forward ones (O(h)), eps^(1/5) for Richardson's
-#: extrapolation (O(h^4)).  The complex step has no subtraction, so no rounding term.
+#: differences (error O(h^2)), eps^(1/2) for forward ones (O(h)), eps^(1/7) for Richardson's
+#: extrapolation over h, h/2, h/4 (O(h^6)).  The complex step subtracts nothing: no rounding.
 _DEFAULT_EPS = {"central": EPS64 ** (1 / 3), "forward": EPS64 ** 0.5,
-                "richardson": EPS64 ** 0.2, "complex": 1e-20}
+                "richardson": EPS64 ** (1 / 7), "complex": 1e-20}
 
 #: (atol, rtol) by the dtype of the analytic side and the method.
 _TOLERANCES = {("float64", "central"): (1e-6, 1e-5), ("float64", "richardson"): (1e-6, 1e-5),

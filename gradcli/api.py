@@ -76,6 +76,6 @@ def check(program, bindings=None, /, *, wrt=None, output=None, method="central",
 
 def check_ops(ops, *, seed=0, eps=None, atol=None, rtol=None):
     """Check every custom op of ``ops`` (from :func:`load_ops`) at random inputs."""
-    from . import gradcheck
+    from . import localcheck
 
-    return gradcheck.check_ops(ops, seed=seed, eps=eps, atol=atol, rtol=rtol)
+    return localcheck.check_ops(ops, seed=seed, eps=eps, atol=atol, rtol=rtol)

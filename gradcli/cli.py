@@ -288,7 +288,7 @@ def check_cmd(args, program_file, ops_files, values_file, output, dtype, debug, 
     own backward is checked to name the one that is wrong.  With --ops FILE and no EXPR it
     checks every custom op in FILE at random inputs.
     """
-    from . import gradcheck
+    from . import gradcheck, localcheck
     from .parse import parse
     from .render import checkreport
 
@@ -304,7 +304,7 @@ def check_cmd(args, program_file, ops_files, values_file, output, dtype, debug, 
         if given:
             raise click.UsageError(f"{', '.join(given)}: for checking an EXPR; the self-check "
                                    f"of --ops FILE takes --seed, --eps, --atol and --rtol")
-        report = gradcheck.check_ops(library, seed=seed, eps=eps, atol=atol, rtol=rtol)
+        report = localcheck.check_ops(library, seed=seed, eps=eps, atol=atol, rtol=rtol)
         render_table = checkreport.ops_table
     else:
         text, bindings = _load(args, program_file, values_file)

@@ -21,7 +21,7 @@ import pytest
 
 import gradcli
 from conftest import BUGGY, GATES, Out, bad, cli, run
-from gradcli import gradcheck
+from gradcli import localcheck
 from gradcli.parse import parse
 from gradcli.plugins import OpsFileError, load_ops_files
 
@@ -257,7 +257,7 @@ def test_self_check_uses_a_random_upstream():
     """A backward that forgets dz is caught by the self-check at every seed."""
     for seed in range(5):
         lib = load_ops_files([BUGGY])
-        rep = gradcheck.check_ops(lib, seed=seed)
+        rep = localcheck.check_ops(lib, seed=seed)
         status = {o["name"]: o["status"] for o in rep.ops}
         assert status["SigmoidGate"] == "fail"
 
@@ -693,7 +693,7 @@ def test_sampled_values_respect_the_domain(tmp_path):
     for seed in range(3):
         lib = load_ops_files([f])
         module_seen = lib.custom["SqrtGate"].gate.forward.__globals__["SEEN"]
-        rep = gradcheck.check_ops(lib, seed=seed)
+        rep = localcheck.check_ops(lib, seed=seed)
         assert all(o["status"] == "ok" for o in rep.ops)
         sq = np.concatenate([np.ravel(x) for x in module_seen["SqrtGate"]])
         rg = np.concatenate([np.ravel(x) for x in module_seen["RangeGate"]])

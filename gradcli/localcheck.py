@@ -1,0 +1,203 @@
+"""Each op's backward on its own: blame for a failed check, and the ops-file self-check.
+
+A node is checked on the inputs it really got, with a random upstream gradient u (never
+ones: a backward that forgets to multiply by its upstream gradient must not pass): its VJP
+against central differences of sum(u * forward(...)).  A correct node below a wrong one is
+therefore not blamed for the wrong gradient it was handed.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from . import engine
+from .errors import GradcliError
+from .gradcheck import (EPS64, _ROUNDING, Report, _max, _settings, _steps, default_eps, errors,
+                        passes)
+
+__all__ = ["blame", "local_check", "check_ops"]
+
+
+def _depends(graph, order, targets):
+    """Node ids that a target lies at or below."""
+    dep = set(i for i in targets.values() if i is not None)
+    for i in order:
+        if any(j in dep for j in graph.nodes[i].inputs):
+            dep.add(i)
+    return dep
+
+
+def blame(graph, ref, targets, rng, atol, rtol, eps=None):
+    """Check each node's own backward with a random upstream; return the ones that are wrong.
+
+    Each node is checked on the inputs it really got, in isolation, so a correct node below
+    a wrong one is not blamed for the wrong gradient it was handed.
+    """
+    eps = default_eps("central") if eps is None else eps
+    dep = _depends(graph, ref.order, targets)
+    out = []
+    for i in ref.order:
+        node = graph.nodes[i]
+        if not node.inputs or i not in dep:
+            continue
+        xs = [np.asarray(ref.values[j], dtype=np.float64) for j in node.inputs]
+        which = [k for k, j in enumerate(node.inputs) if j in dep]
+        res = local_check(graph, node, xs, which, rng, atol, rtol, eps)
+        for r in res:
+            r["label"] = graph.label(node.inputs[r["input"]])
+        bad = [r for r in res if r["status"] == "fail"]
+        if bad:
+            out.append({"node": i, "label": graph.source(i, 40), "op": node.op.name,
+                        "max_rel_err": max(r["max_rel_err"] for r in bad),
+                        "max_abs_err": max(r["max_abs_err"] for r in bad),
+                        "inputs": res})
+    return out
+
+
+def _forward_fn(graph, node):
+    op = node.op
+    if op.gate is None:
+        return lambda *xs: op.forward(*xs, *node.params)
+    return lambda *xs: np.asarray(op.gate().forward(*[engine.read_only(x) for x in xs]),
+                                  dtype=np.float64)
+
+
+def local_check(graph, node, xs, which, rng, atol, rtol, eps):
+    """One node's backward against central differences of sum(u * forward(...))."""
+    fwd = _forward_fn(graph, node)
+    with np.errstate(all="ignore"):
+        if node.op.gate is not None:
+            inst, y = engine.gate_forward(graph, node, xs, np.float64)
+        else:
+            inst, y = None, fwd(*xs)
+        u = rng.standard_normal(np.shape(y))
+        gate = engine.gate_backward(graph, node, inst, u, xs) if inst is not None else None
+        results = []
+        for k in which:
+            a = np.asarray(engine.downstream(node, k, u, y, xs, gate)[0], dtype=np.float64)
+            num = _local_numeric(fwd, xs, k, u, eps)
+            err, rel = errors(a, num, atol)
+            noise = _ROUNDING["central"] * EPS64 * float(np.sum(np.abs(u * y))) \
+                / _steps(np.asarray(xs[k], dtype=np.float64), eps)
+            ok = passes(err, num, atol, rtol, noise)
+            status = "ok" if ok.all() else "fail"
+            if status == "fail" and node.op.kink_side is not None and \
+                    _local_kink(node, xs, k, eps, ~ok):
+                status = "kink"
+            results.append({"input": k, "name": node.op.argnames[k] if k < len(
+                node.op.argnames) else f"#{k}", "max_abs_err": _max(err, math.inf),
+                "max_rel_err": _max(rel, math.inf), "status": status,
+                "analytic": a, "numeric": num})
+    return results
+
+
+def _local_numeric(fwd, xs, k, u, eps):
+    x = np.array(xs[k], dtype=np.float64)
+    flat = x.reshape(-1)
+    h = _steps(x, eps).ravel()
+    args = list(xs)
+    args[k] = x
+    out = np.empty(x.size)
+    for m in range(x.size):
+        o = flat[m]
+        xp, xm = o + h[m], o - h[m]
+        flat[m] = xp
+        fp = np.sum(u * fwd(*args))
+        flat[m] = xm
+        fm = np.sum(u * fwd(*args))
+        flat[m] = o
+        out[m] = (fp - fm) / (xp - xm)
+    return out.reshape(x.shape)
+
+
+def _local_kink(node, xs, k, eps, bad):
+    """Whether stepping input k's bad elements crosses one of the op's kinks."""
+    side = node.op.kink_side
+    s0 = side(*xs, *node.params)
+    x = np.array(xs[k], dtype=np.float64)
+    flat = x.reshape(-1)
+    h = _steps(x, eps).ravel()
+    args = list(xs)
+    args[k] = x
+    for m in np.flatnonzero(np.ravel(bad)):
+        o = flat[m]
+        for step in (h[m], -h[m]):
+            flat[m] = o + step
+            if not np.array_equal(side(*args, *node.params), s0):
+                flat[m] = o
+                return True
+        flat[m] = o
+    return False
+
+
+_TRY_SHAPES = ((), (3,), (2, 3))
+
+
+def _sample(rng, shape, domain):
+    if isinstance(domain, (tuple, list)):
+        lo, hi = float(domain[0]), float(domain[1])
+        pad = 0.1 * (hi - lo)  # away from the ends, where poles and kinks live
+        return rng.uniform(lo + pad, hi - pad, shape)
+    mag = rng.uniform(0.5, 1.5, shape)
+    if domain == "positive":
+        return mag
+    return mag * rng.choice([-1.0, 1.0], shape)  # real and nonzero: away from zero
+
+
+def check_ops(library, *, seed=0, eps=None, atol=None, rtol=None):
+    """Self-check every custom op at random inputs with a random upstream gradient.
+
+    An op with a ``shapes`` hint is checked at those shapes; one without is checked at every
+    shape of scalars, vectors and matrices its forward accepts (at least one must).
+    """
+    from .graph import Node
+    from .plugins import OpsFileError, _exc_text
+
+    eps, atol, rtol = _settings("central", "float64", eps, atol, rtol)
+    rng = np.random.default_rng(seed)
+    report = Report(method="central", eps=eps, atol=atol, rtol=rtol, dtype="float64",
+                    strict=False, jacobian=False, fast=False, seed=seed, ops=[])
+    for op in library.custom.values():
+        domain = op.sample_domain or ["real"] * op.arity
+        tries = [op.shapes] if op.shapes else [[s] * op.arity for s in _TRY_SHAPES]
+        node = Node(0, op, tuple(range(op.arity)), start=None)  # no program: no caret
+        graph = _OneOpGraph(op)
+        results, refused = [], []
+        for shapes in tries:
+            xs = [_sample(rng, s, d) for s, d in zip(shapes, domain)]
+            try:
+                with np.errstate(all="ignore"):
+                    op.gate().forward(*[engine.read_only(x) for x in xs])
+            except (Exception, SystemExit) as e:
+                refused.append(f"{shapes}: {_exc_text(e, op.path)}")
+                continue
+            try:
+                res = local_check(graph, node, xs, range(op.arity), rng, atol, rtol, eps)
+            except GradcliError as e:
+                if op.shapes:  # the shapes the op asked for: its failure is the op's
+                    raise
+                refused.append(f"{shapes}: {e}")  # a guess at shapes the op does not take
+                continue
+            for r, x in zip(res, xs):
+                r["shape"] = list(np.shape(x))
+            results += res
+        if not results:
+            raise OpsFileError(f"ops file {os.path.basename(op.path)}: op {op.name} fails at "
+                               f"every shape tried: " + "; ".join(refused))
+        report.ops.append({"name": op.name, "file": op.path, "inputs": results,
+                           "skipped": refused,
+                           "status": "fail" if any(r["status"] == "fail" for r in results)
+                           else "ok"})
+    return report
+
+
+class _OneOpGraph:
+    """Just enough of a graph for one op's messages when it is checked on its own."""
+
+    def __init__(self, op):
+        self.text = f"{op.name}({', '.join(op.argnames)})"
+
+    def source(self, i, limit=None):
+        return self.text

@@ -103,9 +103,11 @@ def ops_rows(report):
     for o in report.ops:
         for r in o["inputs"]:
             a, n = np.ravel(r["analytic"]), np.ravel(r["numeric"])
-            for pos, index in enumerate(np.ndindex(tuple(r["shape"]))):
+            where = ([{"projection": p} for p in range(a.size)] if r.get("projected") else
+                     [{"index": list(i)} for i in np.ndindex(tuple(r["shape"]))])
+            for pos, place in enumerate(where):
                 err = abs(a[pos] - n[pos])
-                out.append({"op": o["name"], "wrt": r["name"], "index": list(index),
+                out.append({"op": o["name"], "wrt": r["name"], **place,
                             "analytic": to_json(a[pos]), "numeric": to_json(n[pos]),
                             "abs_err": to_json(err),
                             "rel_err": to_json(err / max(abs(a[pos]), abs(n[pos]),

@@ -81,10 +81,10 @@ def local_check(graph, node, xs, which, rng, atol, rtol, eps):
             scale = float(np.sum(np.abs(u * y)))
             if x.size <= _ELEMENTS:
                 num = _local_numeric(fwd, xs, k, u, eps)
-                noise = _ROUNDING["central"] * EPS64 * scale / _steps(x, eps)
+                steps = _steps(x, eps)
             else:  # a big input: random projections, not one difference per element
-                a, num, noise = _local_projections(fwd, xs, k, u, a, eps, rng)
-                noise = _ROUNDING["central"] * EPS64 * scale / noise
+                a, num, steps = _local_projections(fwd, xs, k, u, a, eps, rng)
+            noise = _ROUNDING["central"] * EPS64 * scale / steps
             err, rel = errors(a, num, atol)
             ok = passes(err, num, atol, rtol, noise)
             status = "ok" if ok.all() else "fail"

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .engine import read_only
+
 __all__ = ["Plan"]
-
-
-def read_only(x):
-    v = np.asarray(x).view()
-    v.flags.writeable = False
-    return v
 
 
 def _gate_runner(op, complex_step):

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from ..gradcheck import grades
+from ..gradcheck import grade, grades
 from ..values import to_json
 from . import text as fmt
 from .layout import Line, Styled, Table
@@ -43,14 +43,14 @@ def rows(report):
         cols = [to_json(np.ravel(v)) for v in (ic.analytic, ic.numeric, ic.abs_err, ic.rel_err)]
         est = to_json(np.ravel(ic.err_est)) if ic.err_est is not None else None
         status = ic.status.reshape(-1)
-        grade = grades(ic.rel_err).reshape(-1)
+        graded = grades(ic.rel_err).reshape(-1)
         for pos, index, out_index in ic.indices():
             d = {"wrt": ic.name, "index": list(index)}
             if out_index is not None:
                 d["output_index"] = list(out_index)
             d["analytic"], d["numeric"], d["abs_err"], d["rel_err"] = (c[pos] for c in cols)
             d["status"] = status[pos]
-            d["grade"] = grade[pos]
+            d["grade"] = graded[pos]
             if est is not None:
                 d["error_estimate"] = est[pos]
             if pos in ic.kinks:
@@ -223,7 +223,7 @@ def table(report, show_all=False):
 
 
 def _grade(rel):
-    return str(grades(rel))
+    return grade(rel)
 
 
 def _kink_text(report, where, analytic, k):

@@ -20,6 +20,10 @@ import numpy as np
 
 __all__ = ["Op", "BUILTINS", "CALLABLE", "INFIX", "VAR", "CONST", "sum_to"]
 
+#: Set by gradcli.symbolic while it traces a backward pass: ``tracer(op, args)`` is called
+#: instead of the forward, with args = inputs followed by the static params.
+tracer = None
+
 
 class Op:
     """One operation: its forward rule, its gradient rules and the text users see.
@@ -69,8 +73,10 @@ class Op:
         return self.partials is not None
 
     def __call__(self, *args):
-        # The single dispatch point: today every argument is an array; a symbolic backward
-        # pass will hand in graph nodes here and get graph nodes back.
+        # The single dispatch point: arrays normally; while gradcli.symbolic traces a
+        # backward pass, graph nodes in and graph nodes out.
+        if tracer is not None:
+            return tracer(self, args)
         return self.forward(*args)
 
     def __repr__(self):

@@ -1,5 +1,5 @@
 """``python -m gradcli``: the same as the ``gradcli`` command."""
-from .cli import main
+from ._entry import main
 
 if __name__ == "__main__":
-    main(prog_name="gradcli")
+    main()

@@ -116,7 +116,7 @@ def ops_rows(report):
     return out
 
 
-def as_csv(report):
+def as_csv(report, **options):
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if getattr(report, "ops", None) is not None:
@@ -167,7 +167,7 @@ def _pick(ic, show_all):
     return sorted(bad), n - len(bad)
 
 
-def table(report, show_all=False):
+def table(report, show_all=False, **options):
     out = []
     program = report.graph.source(report.graph.names[report.output_name], 60)
     name = report.output_name
@@ -329,7 +329,7 @@ def _tally(statuses, unit, report):
     return f"{n - kinks} of {_plural(n, unit)} agree{at}", "PASS"
 
 
-def ops_table(report):
+def ops_table(report, **options):
     t = _new_table(["op", "input", "shape", "max abs err", "max rel err", "status"])
     for o in report.ops:
         for r in o["inputs"]:
@@ -349,3 +349,9 @@ def ops_table(report):
         out.append(Line(f"\nPASS: {n} of {n} ops agree (max rel err {_e(report.max_rel_err)})",
                         style="bold green"))
     return out
+
+
+def json_text(report, **options):
+    import json
+
+    return json.dumps(as_json(report), allow_nan=False)

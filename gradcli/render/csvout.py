@@ -20,7 +20,7 @@ def _cell(v):
     return json.dumps(v) if isinstance(v, list) else v
 
 
-def evaluation(res):
+def evaluation(res, **options):
     """id,name,op,inputs,shape,value: inputs are space-separated ids, arrays JSON lists."""
     buf, w = _writer()
     w.writerow(["id", "name", "op", "inputs", "shape", "value"])
@@ -32,7 +32,7 @@ def evaluation(res):
     return buf.getvalue()
 
 
-def gradients(res):
+def gradients(res, **options):
     """variable,index,value,gradient: one row per element, index like 0,1 (empty: scalar)."""
     buf, w = _writer()
     w.writerow(["variable", "index", "value", "gradient"])

@@ -36,3 +36,11 @@ def gradients(res):
 
 def dumps(obj):
     return json.dumps(obj, allow_nan=False)
+
+
+def evaluation_text(res, **options):
+    return dumps(evaluation(res))
+
+
+def gradients_text(res, **options):
+    return dumps(gradients(res))

@@ -58,7 +58,7 @@ def _domain(op):
                      for n, d in zip(op.argnames, op.sample_domain))
 
 
-def table(rows):
+def table(rows, **options):
     from .layout import Table
 
     t = Table("op", "call", "derivative rule (g: the gradient from above)",
@@ -68,7 +68,7 @@ def table(rows):
     return [t]
 
 
-def csv_text(rows):
+def csv_text(rows, **options):
     import csv
     import io
 
@@ -79,3 +79,9 @@ def csv_text(rows):
         w.writerow([r["name"], r["call"], r["arity"], r["derivative"], r["kinks"] or "",
                     r["domain"] or ""])
     return buf.getvalue()
+
+
+def json_text(rows, **options):
+    import json
+
+    return json.dumps({"ops": rows})

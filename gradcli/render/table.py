@@ -19,7 +19,7 @@ from .layout import Line, Table
 
 # ---------------------------------------------------------------- eval
 
-def evaluation(res):
+def evaluation(res, **options):
     graph = res.graph
     t = Table(("#", "right"), "node", "op", "inputs", "value")
     for i in res.order:
@@ -89,7 +89,7 @@ def _fan_in(graph, into, j):
     return text
 
 
-def gradients(res):
+def gradients(res, **options):
     graph, tr = res.graph, res.trace
     t = Table(("#", "right"), "node", "value", "upstream", "local gradient", "downstream")
     for i in reversed(res.order):

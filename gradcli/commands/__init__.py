@@ -1,0 +1,1 @@
+"""One module per command, each defining ``command``; gradcli.cli lists them lazily."""

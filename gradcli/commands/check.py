@@ -1,0 +1,78 @@
+"""``gradcli check``: reverse mode against finite differences."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..cliutil import (emit, library_for, load_program, note, output_options, program_options,
+                       reports_errors, warn, wrt_names)
+
+
+@click.command("check", short_help="Compare reverse mode with finite differences.")
+@program_options
+@click.option("--wrt", metavar="A,B", help="Check these inputs only (default: all).")
+@click.option("--method", type=click.Choice(["central", "forward", "complex", "richardson"]),
+              default="central", show_default=True, help="How to take finite differences.")
+@click.option("--eps", type=float, metavar="H",
+              help="Step size, relative to each element's size when above 1 "
+                   "[default: central 6.1e-6, forward 1.5e-8, richardson 5.8e-3, "
+                   "complex 1e-20].")
+@click.option("--atol", type=float, help="Absolute tolerance [default: 1e-6; forward 1e-5; "
+              "float32 1e-4].")
+@click.option("--rtol", type=float, help="Relative tolerance [default: 1e-5; forward 1e-4; "
+              "float32 1e-3].")
+@click.option("--jacobian", is_flag=True,
+              help="For a non-scalar output, compare the whole Jacobian (a row per output "
+                   "element) instead of the gradient of the sum.")
+@click.option("--fast", is_flag=True,
+              help="Check a few random projections u·J·v instead of every element.")
+@click.option("--projections", type=click.IntRange(1, 1000), default=4, show_default=True,
+              help="How many projections --fast checks per input.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
+              help="Seed for the random choices (projections, upstream gradients, samples).")
+@click.option("--strict", is_flag=True, help="Exit 1 on kinks too.")
+@click.option("--eps-sweep", "sweep", is_flag=True,
+              help="Also show the error over a range of steps: truncation vs rounding.")
+@click.option("--all", "show_all", is_flag=True, help="List every element in the table.")
+@output_options("check")
+@reports_errors
+def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, method,
+              eps, atol, rtol, jacobian, fast, projections, seed, strict, sweep, show_all, fmt):
+    """Compare the reverse-mode gradient with finite differences, element by element.
+
+    Exit 0 when every element agrees (kinks, where an op is not differentiable, only note
+    themselves unless --strict), 1 on a mismatch, 2 on bad input.  On a mismatch each op's
+    own backward is checked to name the one that is wrong.  With --ops FILE and no EXPR it
+    checks every custom op in FILE at random inputs.
+    """
+    from .. import gradcheck, localcheck
+    from ..parse import parse
+
+    library = library_for(ops_files)
+    if not args and program_file is None:
+        if not ops_files:
+            raise click.UsageError("missing EXPR (or -f FILE, or --ops FILE to check its ops)")
+        given = [flag for flag, on in (
+            ("--wrt", wrt), ("--method", method != "central"), ("--jacobian", jacobian),
+            ("--fast", fast), ("--strict", strict), ("--eps-sweep", sweep),
+            ("--values", values_file), ("--output", output), ("--dtype", dtype != "float64"),
+            ("--all", show_all)) if on]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: for checking an EXPR; the self-check "
+                                   f"of --ops FILE takes --seed, --eps, --atol and --rtol")
+        report = localcheck.check_ops(library, seed=seed, eps=eps, atol=atol, rtol=rtol)
+        kind = "opscheck"
+    else:
+        text, bindings = load_program(args, program_file, values_file)
+        report = gradcheck.check(parse(text, library), bindings, wrt=wrt_names(wrt), output=output,
+                                 method=method, eps=eps, atol=atol, rtol=rtol,
+                                 jacobian=jacobian, fast=fast, projections=projections,
+                                 seed=seed, dtype=dtype, strict=strict, sweep=sweep)
+        warn(report.warnings)
+        kind = "check"
+    if report.kinked and not report.failed and not strict:
+        note("note: some elements are at kinks (points where an op is not differentiable); "
+             "they do not fail the check (--strict makes them)")
+    emit(fmt, kind, report, show_all=show_all)
+    sys.exit(0 if report.ok else 1)

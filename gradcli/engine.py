@@ -18,7 +18,8 @@ import warnings as pywarnings
 import numpy as np
 
 from . import ops as oplib
-from .errors import BindingError, EvalError, GradcliError, did_you_mean
+from .errors import (BindingError, EvalError, GradcliError, clip, close_match, did_you_mean,
+                     name_list)
 
 __all__ = ["Evaluation", "Gradients", "evaluate", "differentiate"]
 
@@ -64,12 +65,56 @@ class Trace:
     ``local[i][k]`` is node i's local gradient for input k (elementwise ops; else None),
     ``down[i][k]`` the downstream gradient it sent to input k (None: not sent), and
     ``into[j]`` the (consumer id, argument k, gradient) summed into node j's gradient.
+
+    A table prints a large array as its shape and a few elements, so that is all the trace
+    keeps of one (a :class:`Peek`): 200 ``x[i]`` nodes on a million-element vector send
+    200 million-element gradients, and keeping them all took 1.6 GB.
     """
 
     def __init__(self):
         self.local = {}
         self.down = {}
         self.into = {}
+
+    def record(self, i, k, j, local, d):
+        local, d = keep(local), keep(d)
+        self.local.setdefault(i, {})[k] = local
+        self.down.setdefault(i, {})[k] = d
+        self.into.setdefault(j, []).append((i, k, d))
+
+
+#: Arrays up to this many elements are kept whole in a trace (tables print them in full).
+KEPT_WHOLE = 8
+
+
+class Peek:
+    """A large array as a table shows it: its shape, its first three and its last element."""
+
+    __slots__ = ("shape", "head", "last", "dtype")
+
+    def __init__(self, a):
+        self.shape = a.shape
+        self.dtype = a.dtype
+        self.head = np.array(a.flat[:3])
+        self.last = a.flat[-1] if a.size else None
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def keep(x):
+    """What a trace keeps of ``x``: small values as they are, a :class:`Peek` of big ones."""
+    if isinstance(x, np.ndarray) and x.size > KEPT_WHOLE:
+        return Peek(x)
+    return x
 
 
 # ---------------------------------------------------------------- forward
@@ -79,8 +124,9 @@ def resolve_output(graph, output):
         return graph.output, graph.output_name
     i = graph.names.get(output)
     if i is None:
-        names = ", ".join(sorted(graph.names))
-        raise BindingError(f"--output {output}: the program has no value named {output} "
+        names = name_list(sorted(graph.names))
+        raise BindingError(f"--output {clip(output, 40)}: the program has no value named "
+                           f"{clip(output, 40)}{did_you_mean(output, list(graph.names))} "
                            f"(names: {names})")
     return i, output
 
@@ -95,16 +141,21 @@ def bind(graph, order, bindings, dtype, warnings):
     if missing:
         raise BindingError(_unbound_message(missing, bindings))
     env = {}
+    warnings.extend(getattr(bindings, "warnings", ()))  # values.Bindings: x=1e400 became inf
     for name in needed:
         v = bindings[name]
         if not (isinstance(v, np.ndarray) and v.dtype == dtype):
             v = as_array(v, name)
             with np.errstate(all="ignore"):
                 cast = v.astype(dtype)
-            if v.dtype.kind == "f" and np.count_nonzero(np.isinf(cast)) > np.count_nonzero(
-                    np.isinf(v)):
-                warnings.append(f"binding {name} is too large for {np.dtype(dtype).name} "
-                                f"and becomes inf")
+            if v.dtype.kind == "f" and v.dtype.itemsize > np.dtype(dtype).itemsize:
+                label = f"binding {clip(name, 40)}"
+                if np.count_nonzero(np.isinf(cast)) > np.count_nonzero(np.isinf(v)):
+                    warnings.append(f"{label} is too large for {np.dtype(dtype).name} "
+                                    f"and becomes inf")
+                if np.count_nonzero(cast) < np.count_nonzero(v):
+                    warnings.append(f"{label} is too small for {np.dtype(dtype).name} "
+                                    f"and becomes 0")
             v = cast
         env[name] = v
     for name in bindings:
@@ -112,20 +163,28 @@ def bind(graph, order, bindings, dtype, warnings):
             why = (f"'{name}' is a constant in the language" if name in ("pi", "e")
                    else "the program does not use it" if name not in graph.names
                    else "the output does not depend on it")
-            warnings.append(f"binding {name} is not used: {why}")
+            warnings.append(f"binding {clip(name, 40)} is not used: {why}")
     return env
 
 
-def _unbound_message(missing, bindings):
-    import difflib
+#: Unbound names that get a "did you mean" (the message still names every one).
+_SUGGESTED = 10
+_LISTED = 100
 
+
+def _unbound_message(missing, bindings):
+    """Every unbound name; for the first few, the binding that looks like a typo of it."""
+    missing_set = set(missing)
+    spare = [b for b in bindings if b not in missing_set]  # bound, yet not needed
     parts = []
-    for name in missing:
-        close = difflib.get_close_matches(name, [b for b in bindings if b not in missing],
-                                          n=1, cutoff=0.6)
-        parts.append(f"{name} (did you mean the binding {close[0]}?)" if close else name)
+    for k, name in enumerate(missing[:_LISTED]):
+        close = close_match(name, spare) if k < _SUGGESTED and spare else None
+        parts.append(f"{clip(name, 40)} (did you mean the binding {clip(close, 40)}?)"
+                     if close else clip(name, 40))
+    if len(missing) > _LISTED:
+        parts.append(f"… ({len(missing) - _LISTED:,} more)")
     plural = "s" if len(missing) > 1 else ""
-    example = " ".join(f"{n}=1" for n in missing[:3])
+    example = " ".join(f"{clip(n, 40)}=1" for n in missing[:3])
     return f"unbound variable{plural}: {', '.join(parts)}; bind as NAME=VALUE, e.g. {example}"
 
 
@@ -139,7 +198,7 @@ def evaluate(graph, bindings, *, output=None, dtype="float64"):
         dtype = np.dtype(dtype).type
     out, out_name = resolve_output(graph, output)
     order = graph.ancestors(out)
-    warnings = []
+    warnings = list(getattr(graph, "warnings", ()))  # the parser's (a constant's name taken)
     env = bind(graph, order, bindings, dtype, warnings)
     states = {}
     values = _forward(graph, order, env, dtype, warnings, states)
@@ -211,6 +270,8 @@ def _fp_warnings(graph, trouble, values):
 
 
 def _op_failure(graph, node, values, e, stage="forward"):
+    if isinstance(e, MemoryError):
+        return _out_of_memory(graph, node, values, e, stage)
     shapes = " and ".join(str(np.shape(values[j])) for j in node.inputs)
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if node.op.elementwise and isinstance(e, ValueError) and len(node.inputs) == 2:
@@ -221,6 +282,41 @@ def _op_failure(graph, node, values, e, stage="forward"):
         reason = f"the {stage} pass failed: {reason}"
     label = graph.source(node.id, 40)
     return EvalError(f"{label} ({node.op.name}): {reason}", graph.text, node.start)
+
+
+def _out_of_memory(graph, node, values, e, stage):
+    """Which node needed how much: its inputs' shapes and sizes, and what it asked for."""
+    ins = [np.asarray(values[j]) for j in node.inputs if values[j] is not None]
+    given = ", ".join(f"{_shape(x.shape)} ({_bytes(x.nbytes)})" for x in ins) or "none"
+    asked = ""
+    shape = getattr(e, "shape", None)  # NumPy's _ArrayMemoryError knows what it wanted
+    dtype = getattr(e, "dtype", None)
+    if shape is not None and dtype is not None:
+        need = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+        asked = f" needed an array of shape {_shape(shape)} ({_bytes(need)})"
+    elif node.op.elementwise and ins:
+        try:
+            shape = np.broadcast_shapes(*[x.shape for x in ins])
+        except ValueError:
+            shape = None
+        if shape is not None:
+            need = int(np.prod(shape, dtype=object)) * max(x.itemsize for x in ins)
+            asked = f" needed its result of shape {_shape(shape)} ({_bytes(need)})"
+    what = "" if stage == "forward" else f" in the {stage} pass"
+    asked = asked or " ran out of memory"
+    return EvalError(f"{graph.source(node.id, 40)} ({node.op.name}): out of memory{what}: "
+                     f"node {node.id}{asked}; its inputs have shapes {given}",
+                     graph.text, node.start)
+
+
+def _shape(shape):
+    return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _bytes(n):
+    from .files import size_text
+
+    return size_text(n)
 
 
 def _gate_error(graph, node, what, e):
@@ -238,34 +334,87 @@ def read_only(x):
     return v
 
 
+def private(x):
+    """A read-only copy of ``x`` for a custom op: even a gate that sets
+    ``flags.writeable = True`` and writes into it changes only its own copy."""
+    v = np.array(x, copy=True)
+    v.flags.writeable = False
+    return v
+
+
+def call_gate(fn, *args):
+    """Call a custom op's method as gradcli must: what it prints goes to stderr (stdout may
+    be carrying JSON or CSV), and whatever it raises, ``BaseException``, ``GeneratorExit``,
+    ``sys.exit()`` or gradcli's own errors included, comes back as :class:`GateFailure`
+    (Ctrl-C still stops the run)."""
+    import contextlib
+    import sys
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return fn(*args)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: B036 - an op is foreign code; nothing may escape
+        raise GateFailure(e) from e
+
+
+class GateFailure(Exception):
+    """What a custom op's method raised, carried to where the node is known."""
+
+    def __init__(self, error):
+        super().__init__(error)
+        self.error = error
+
+
+def real_array(graph, node, what, value, dtype):
+    """A custom op's result as a fresh array of ``dtype``; complex, bool and text refused."""
+    op = node.op
+    where = f"{graph.source(node.id, 40)}: op {op.name} ({os.path.basename(op.path or '')})"
+    try:
+        arr = np.asarray(value)
+    except Exception as e:  # a ragged list, an object whose __array__ raises
+        raise EvalError(f"{where}: {what} returned {type(value).__name__}, not an array of "
+                        f"numbers ({_first_line(e)})", graph.text, node.start) from None
+    kind = arr.dtype.kind
+    if kind in "cb":
+        raise EvalError(f"{where}: {what} returned dtype {arr.dtype}; gradcli needs real "
+                        f"floats", graph.text, node.start)
+    if kind not in "iuf":
+        raise EvalError(f"{where}: {what} returned {type(value).__name__}"
+                        + (f" of dtype {arr.dtype}" if isinstance(value, np.ndarray) else "")
+                        + ", not an array of numbers", graph.text, node.start)
+    return np.array(arr, dtype=dtype, copy=True)  # never the op's own array: it may keep it
+
+
+def _first_line(e):
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def gate_forward(graph, node, xs, dtype):
-    """Run a custom op's forward on a fresh instance: (instance, output as an array)."""
+    """Run a custom op's forward on a fresh instance: (instance, output as an array).
+
+    The op gets read-only copies of its inputs and its output is copied, so nothing it does
+    later (in ``backward``, or by writing through ``flags.writeable = True``) can change a
+    value gradcli shows.
+    """
     op = node.op
     try:
-        inst = op.gate()
-        out = inst.forward(*[read_only(x) for x in xs])
-    except GradcliError:
-        raise
-    except (Exception, SystemExit) as e:
-        raise _gate_error(graph, node, "forward", e) from e
-    arr = np.asarray(out)
-    if arr.dtype.kind not in "biufc":
-        raise EvalError(f"{graph.source(node.id, 40)}: op {op.name} "
-                        f"({os.path.basename(op.path or '')}): forward returned "
-                        f"{type(out).__name__}, not an array of numbers", graph.text, node.start)
-    kind = np.result_type(dtype, arr.dtype) if arr.dtype.kind == "c" else dtype
-    return inst, arr.astype(kind, copy=False)
+        inst = call_gate(op.gate)
+        out = call_gate(inst.forward, *[private(x) for x in xs])
+    except GateFailure as f:
+        raise _gate_error(graph, node, "forward", f.error) from None
+    return inst, real_array(graph, node, "forward", out, dtype)
 
 
 def gate_backward(graph, node, inst, g, xs):
     """A custom op's downstream gradients, checked: one per input, each of its shape."""
     op = node.op
     try:
-        got = inst.backward(read_only(g))
-    except GradcliError:
-        raise
-    except (Exception, SystemExit) as e:
-        raise _gate_error(graph, node, "backward", e) from e
+        got = call_gate(inst.backward, private(g))
+    except GateFailure as f:
+        raise _gate_error(graph, node, "backward", f.error) from None
     where = f"{graph.source(node.id, 40)}: op {op.name} ({os.path.basename(op.path or '')}): " \
             f"backward"
     if op.arity == 1 and not isinstance(got, (list, tuple)):
@@ -279,14 +428,12 @@ def gate_backward(graph, node, inst, g, xs):
     out = []
     for k, (d, x) in enumerate(zip(got, xs)):
         shape = np.shape(x)
+        dtype = np.result_type(x)
         if d is None:  # "no gradient", as autograd.Function allows
-            out.append(np.zeros(shape, dtype=np.result_type(x)))
+            out.append(np.zeros(shape, dtype=dtype))
             continue
-        d = np.asarray(d)
-        if d.dtype.kind not in "biufc":
-            raise EvalError(f"{where}: the gradient for input {k + 1} "
-                            f"({op.argnames[k]}) is {type(got[k]).__name__}, not numbers",
-                            graph.text, node.start)
+        d = real_array(graph, node, f"backward (the gradient for input {k + 1}, "
+                                    f"{op.argnames[k]})", d, dtype)
         if d.shape != shape:
             raise EvalError(f"{where}: the gradient for input {k + 1} ({op.argnames[k]}) has "
                             f"shape {d.shape} but the input has shape {shape}",
@@ -353,12 +500,16 @@ def resolve_targets(ev, wrt):
         return {n: i for n, i in variables.items() if i in ran}
     targets = {}
     for name in wrt:
-        i = graph.names.get(name)
+        # a name bound as an input means the input variable, even when a statement
+        # assigns it again (a = sin(a) * y + a): graph.names holds the newest statement
+        i = variables.get(name)
         if i is None:
-            choices = ", ".join(variables) or "none"
-            named = ", ".join(n for n in graph.names if n not in variables)
-            raise BindingError(f"--wrt {name}: the program has no variable or value named "
-                               f"{name}{did_you_mean(name, list(graph.names))} "
+            i = graph.names.get(name)
+        if i is None:
+            choices = name_list(variables) or "none"
+            named = name_list(n for n in graph.names if n not in variables)
+            raise BindingError(f"--wrt {clip(name, 40)}: the program has no variable or value "
+                               f"named {clip(name, 40)}{did_you_mean(name, list(graph.names))} "
                                f"(variables: {choices}" + (f"; named values: {named})"
                                                            if named else ")"))
         if i not in ran:
@@ -453,6 +604,4 @@ def _backward_node(node, i, grads, values, need, states, graph, tr):
         d, local = downstream(node, k, g, y, xs, gate)
         grads[j] = d if grads[j] is None else grads[j] + d
         if tr is not None:
-            tr.local.setdefault(i, {})[k] = local
-            tr.down.setdefault(i, {})[k] = d
-            tr.into.setdefault(j, []).append((i, k, d))
+            tr.record(i, k, j, local, d)

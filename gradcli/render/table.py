@@ -58,6 +58,17 @@ def _formula(op, k, labels):
     return _CANONICAL.sub(sub, text)
 
 
+def _cell(v):
+    """A traced value for a cell: as ``fmt.array`` prints it, for an array or a Peek."""
+    from ..engine import Peek
+
+    if not isinstance(v, Peek):
+        return fmt.array(v)
+    dims = "×".join(map(str, v.shape))
+    peek = ", ".join(fmt.num(x) for x in v.head)
+    return f"{dims} [{peek}, …, {fmt.num(v.last)}]" if v.size > 3 else f"{dims} [{peek}]"
+
+
 def _scalar(*values):
     return all(np.ndim(v) == 0 for v in values)
 
@@ -79,7 +90,7 @@ def _fan_in(graph, into, j):
     for n, (i, k, d) in enumerate(parts):
         if hidden and n == _FAN_SHOWN - 2:
             text += f" + … ({hidden} more)"
-        term = fmt.array(d)
+        term = _cell(d)
         if n and term.startswith("-") and np.ndim(d) == 0:
             text += f" - {term[1:]}"
         else:
@@ -114,25 +125,26 @@ def gradients(res, **options):
             d = tr.down[i][k]
             local = tr.local[i][k]
             if local is not None:
-                lv = fmt.array(local)
+                lv = _cell(local)
                 rule = _formula(node.op, k, labels)
                 locs.append(f"∂/∂{_paren(labels[k])} = {rule}"
                             + ("" if rule == lv else f" = {lv}"))
                 if _scalar(g, local, d):
                     downs.append(f"→ {labels[k]}: {fmt.num(g)} × {lv} = {fmt.num(d)}")
                 else:
-                    downs.append(f"→ {labels[k]}: {fmt.array(d)}")
+                    downs.append(f"→ {labels[k]}: {_cell(d)}")
             else:
                 locs.append(f"{labels[k]} gets {_formula(node.op, k, labels)}")
-                downs.append(f"→ {labels[k]}: {fmt.array(d)}")
+                downs.append(f"→ {labels[k]}: {_cell(d)}")
         t.add_row(str(i), graph.label(i), fmt.array(res.values[i]), up, "\n".join(locs),
                   "\n".join(downs))
     out = [t]
     head = (f"upstream · ∂{res.output_name}/∂input" if res.upstream_given
             else f"∂{res.output_name}/∂input")
     g = Table("input", "shape", head)
+    variables = graph.variables
     for name, grad in res.gradients.items():
-        i = graph.names[name]
+        i = variables.get(name, graph.names.get(name))  # an input, even if reassigned
         fan = _fan_in(graph, tr.into, i)
         value = fmt.array(grad, small=64)
         g.add_row(name, fmt.shape_text(grad.shape), f"{fan} = {value}" if fan else value)

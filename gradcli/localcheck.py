@@ -14,10 +14,12 @@ import numpy as np
 
 from . import engine
 from .errors import GradcliError
-from .gradcheck import (EPS64, _ROUNDING, Report, _max, _settings, _steps, default_eps, errors,
-                        passes)
+from .fdiff import (EPS64, ROUNDING, Report, default_eps, errors, ladder, max_of, passes,
+                    settings, steps)
 
-__all__ = ["blame", "local_check", "check_ops"]
+__all__ = ["audit", "blame", "local_check", "check_ops"]
+
+_ROUNDING, _max, _settings, _steps = ROUNDING, max_of, settings, steps
 
 
 def _depends(graph, order, targets):
@@ -29,31 +31,138 @@ def _depends(graph, order, targets):
     return dep
 
 
-def blame(graph, ref, targets, rng, atol, rtol, eps=None):
+def blame(graph, ref, targets, rng, atol, rtol, eps=None, done=()):
     """Check each node's own backward with a random upstream; return the ones that are wrong.
 
     Each node is checked on the inputs it really got, in isolation, so a correct node below
-    a wrong one is not blamed for the wrong gradient it was handed.
+    a wrong one is not blamed for the wrong gradient it was handed.  ``done``: records of
+    nodes :func:`audit` already checked (their verdict is reused, not redrawn).
     """
     eps = default_eps("central") if eps is None else eps
     dep = _depends(graph, ref.order, targets)
+    seen = {r["node"]: r for r in done}
     out = []
     for i in ref.order:
         node = graph.nodes[i]
         if not node.inputs or i not in dep:
             continue
-        xs = [np.asarray(ref.values[j], dtype=np.float64) for j in node.inputs]
-        which = [k for k, j in enumerate(node.inputs) if j in dep]
-        res = local_check(graph, node, xs, which, rng, atol, rtol, eps)
-        for r in res:
-            r["label"] = graph.label(node.inputs[r["input"]])
-        bad = [r for r in res if r["status"] == "fail"]
-        if bad:
-            out.append({"node": i, "label": graph.source(i, 40), "op": node.op.name,
-                        "max_rel_err": max(r["max_rel_err"] for r in bad),
-                        "max_abs_err": max(r["max_abs_err"] for r in bad),
-                        "inputs": res})
+        if i in seen:
+            if seen[i]["status"] == "fail":
+                out.append(seen[i])
+            continue
+        rec = _node_record(graph, ref, node, dep, rng, atol, rtol, eps)
+        if rec["status"] == "fail":
+            out.append(rec)
     return out
+
+
+def _node_record(graph, ref, node, dep, rng, atol, rtol, eps):
+    xs = [np.array(ref.values[j], dtype=np.float64, order="C") for j in node.inputs]
+    which = [k for k, j in enumerate(node.inputs) if j in dep]
+    res = local_check(graph, node, xs, which, rng, atol, rtol, eps)
+    for r in res:
+        r["label"] = graph.label(node.inputs[r["input"]])
+    bad = [r for r in res if r["status"] == "fail"]
+    return {"node": node.id, "label": graph.source(node.id, 40), "op": node.op.name,
+            "max_rel_err": max((r["max_rel_err"] for r in bad), default=0.0),
+            "max_abs_err": max((r["max_abs_err"] for r in bad), default=0.0),
+            "inputs": res, "status": "fail" if bad else "ok", "problems": []}
+
+
+def audit(graph, ref, targets, rng, atol, rtol, *, every=False, upstreams=None, eps=None):
+    """No blind spot: every custom-op node (every node, with ``every``) checked on its own.
+
+    The whole-expression check differentiates sum(output): a gate right below the sum gets
+    an upstream gradient of ones, and a backward that forgets to multiply by it is then
+    right.  Here each such node gets a random upstream gradient, and a custom op is also
+    tried for state: its backward called twice must give one answer, must leave its upstream
+    gradient as it was, and its forward must not depend on an earlier call.
+
+    ``upstreams``: node id -> the upstream gradient the node got in the whole check (to say
+    when it was ones).  Returns one record per node checked, failing or not.
+    """
+    eps = default_eps("central") if eps is None else eps
+    dep = _depends(graph, ref.order, targets)
+    picked = [i for i in ref.order if graph.nodes[i].inputs and i in dep
+              and (every or graph.nodes[i].op.gate is not None)]
+    out = []
+    for i in picked:
+        node = graph.nodes[i]
+        try:
+            rec = _node_record(graph, ref, node, dep, rng, atol, rtol, eps)
+        except GradcliError as e:
+            rec = {"node": i, "label": graph.source(i, 40), "op": node.op.name,
+                   "max_rel_err": math.inf, "max_abs_err": math.inf, "inputs": [],
+                   "status": "fail", "problems": [str(e)]}
+        if node.op.gate is not None:
+            xs = [np.array(ref.values[j], dtype=np.float64, order="C") for j in node.inputs]
+            rec["problems"] += _state_problems(graph, node, xs, rng)
+            if rec["problems"]:
+                rec["status"] = "fail"
+        g = (upstreams or {}).get(i)
+        rec["ones"] = bool(g is not None and np.size(g) and np.all(np.asarray(g) == 1))
+        out.append(rec)
+    return out
+
+
+def _same(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))
+                                              | (np.abs(a - b) <= 1e-12 * np.maximum(
+                                                  np.abs(a), np.abs(b)))))
+
+
+def _state_problems(graph, node, xs, rng):
+    """What a custom op does with state that a one-shot check cannot see."""
+    op = node.op
+    problems = []
+    with np.errstate(all="ignore"):
+        try:
+            inst, y = engine.gate_forward(graph, node, xs, np.float64)
+            u = rng.standard_normal(np.shape(y))
+            kept = u.copy()
+            writable = u.copy()
+            first = _backward_raw(op, inst, writable)
+            if not _same(writable, kept):
+                problems.append("its backward writes into its upstream gradient (the array "
+                                "it was given changed): it must return new arrays, not "
+                                "change dz in place")
+            second = _backward_raw(op, inst, kept.copy())
+            if first is not None and second is not None and not (
+                    len(first) == len(second) and all(_same(p, q)
+                                                      for p, q in zip(first, second))):
+                problems.append("its backward gives another answer when called a second "
+                                "time (it uses up state that forward saved)")
+            # a forward on another input, then the first input again on fresh instances
+            other = [np.asarray(x) * 1.1 + 0.05 for x in xs]
+            engine.gate_forward(graph, node, other, np.float64)
+            _, y_again = engine.gate_forward(graph, node, xs, np.float64)
+            inst2, _y = engine.gate_forward(graph, node, other, np.float64)
+            y_reused = np.asarray(inst2.forward(*[engine.read_only(x) for x in xs]))
+            if not _same(y, y_again) or not _same(y, y_reused):
+                problems.append("its forward gives another output for the same input after "
+                                "an earlier call (it depends on state from a previous call)")
+        except GradcliError:
+            pass  # a failure of the op itself is reported by the check that runs it
+        except (Exception, SystemExit):
+            pass
+    return problems
+
+
+def _backward_raw(op, inst, u):
+    """The op's backward results as float arrays (None if it fails: reported elsewhere)."""
+    try:
+        got = inst.backward(u)
+    except (Exception, SystemExit):
+        return None
+    if op.arity == 1 and not isinstance(got, (list, tuple)):
+        got = [got]
+    if not isinstance(got, (list, tuple)):
+        return None
+    try:
+        return [np.zeros(1) if d is None else np.asarray(d, dtype=np.float64) for d in got]
+    except (TypeError, ValueError):
+        return None
 
 
 def _forward_fn(graph, node):
@@ -79,11 +188,12 @@ def local_check(graph, node, xs, which, rng, atol, rtol, eps):
             a = np.asarray(engine.downstream(node, k, u, y, xs, gate)[0], dtype=np.float64)
             x = np.asarray(xs[k], dtype=np.float64)
             scale = float(np.sum(np.abs(u * y)))
+            vs = None
             if x.size <= _ELEMENTS:
                 num = _local_numeric(fwd, xs, k, u, eps)
                 steps = _steps(x, eps)
             else:  # a big input: random projections, not one difference per element
-                a, num, steps = _local_projections(fwd, xs, k, u, a, eps, rng)
+                a, num, steps, vs = _local_projections(fwd, xs, k, u, a, eps, rng)
             noise = _ROUNDING["central"] * EPS64 * scale / steps
             err, rel = errors(a, num, atol)
             ok = passes(err, num, atol, rtol, noise)
@@ -91,11 +201,61 @@ def local_check(graph, node, xs, which, rng, atol, rtol, eps):
             if status == "fail" and node.op.kink_side is not None and x.size <= _ELEMENTS \
                     and _local_kink(node, xs, k, eps, ~ok):
                 status = "kink"
+            if status == "fail":
+                status, num = _settle(fwd, xs, k, u, a, num, ok, steps, vs, atol, rtol, scale)
+                err, rel = errors(a, num, atol)
             results.append({"input": k, "name": node.op.argnames[k] if k < len(
                 node.op.argnames) else f"#{k}", "max_abs_err": _max(err, math.inf),
                 "max_rel_err": _max(rel, math.inf), "status": status,
                 "analytic": a, "numeric": num, "projected": x.size > _ELEMENTS})
     return results
+
+
+_SETTLE_CAP = 256   # failing elements of one input settled by a step ladder, at most
+
+
+def _settle(fwd, xs, k, u, a, num, ok, steps, vs, atol, rtol, scale):
+    """Failing differences re-taken with a shrinking step (fdiff.ladder): a step too large
+    for the op's curvature, or across its pole, is not a wrong backward.  Returns the status
+    ("ok", "fail" or "kink" when a pole or domain edge lies in every step) and the numbers."""
+    x = np.array(xs[k], dtype=np.float64, order="C")
+    args = list(xs)
+    num = np.array(num, dtype=np.float64, order="C")
+    flat_num, flat_a = num.reshape(-1), np.ravel(a)
+    bad = np.flatnonzero(~np.ravel(ok))
+    if bad.size > _SETTLE_CAP:
+        return "fail", num
+    kinked = still = False
+    for m in bad:
+        m = int(m)
+        if vs is None:
+            flat = x.reshape(-1)
+            o = float(flat[m])
+
+            def f(t, m=m, o=o, flat=flat):
+                flat[m] = t
+                args[k] = x
+                try:
+                    return float(np.sum(u * fwd(*args)))
+                finally:
+                    flat[m] = o
+            x_m, h_m = o, float(np.ravel(steps)[m])
+        else:
+            v = vs[m]
+
+            def f(t, v=v):
+                args[k] = x + t * v
+                return float(np.sum(u * fwd(*args)))
+            x_m, h_m = 0.0, float(np.ravel(steps)[m])
+        r = ladder(f, x_m, h_m, flat_a[m], atol, rtol, scale, flat_num[m])
+        if r["kind"] == "settled":
+            flat_num[m] = float(np.ravel(r["numeric"])[0])
+            still |= not r["ok"]
+        elif r["kind"] == "edge" and math.isnan(flat_a[m]):
+            still = True
+        else:
+            kinked = True
+    return ("fail" if still else "kink" if kinked else "ok"), num
 
 
 _ELEMENTS = 4096    # inputs larger than this are checked by projections
@@ -106,7 +266,7 @@ def _local_projections(fwd, xs, k, u, a, eps, rng):
     """(a.v, the directional difference along v, the step) for a few Gaussian v."""
     x = np.asarray(xs[k], dtype=np.float64)
     args = list(xs)
-    analytic, numeric, steps = [], [], []
+    analytic, numeric, steps, vs = [], [], [], []
     for _ in range(_PROJECTIONS):
         v = rng.standard_normal(x.shape)
         h = eps * max(1.0, float(np.max(np.abs(x)))) / float(np.max(np.abs(v)))
@@ -117,11 +277,12 @@ def _local_projections(fwd, xs, k, u, a, eps, rng):
         analytic.append(float(np.sum(a * v)))
         numeric.append((fp - fm) / (2 * h))
         steps.append(h)
-    return np.array(analytic), np.array(numeric), np.array(steps)
+        vs.append(v)
+    return np.array(analytic), np.array(numeric), np.array(steps), vs
 
 
 def _local_numeric(fwd, xs, k, u, eps):
-    x = np.array(xs[k], dtype=np.float64)
+    x = np.array(xs[k], dtype=np.float64, order="C")
     flat = x.reshape(-1)
     h = _steps(x, eps).ravel()
     args = list(xs)
@@ -143,7 +304,7 @@ def _local_kink(node, xs, k, eps, bad):
     """Whether stepping input k's bad elements crosses one of the op's kinks."""
     side = node.op.kink_side
     s0 = side(*xs, *node.params)
-    x = np.array(xs[k], dtype=np.float64)
+    x = np.array(xs[k], dtype=np.float64, order="C")
     flat = x.reshape(-1)
     h = _steps(x, eps).ravel()
     args = list(xs)

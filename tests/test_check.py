@@ -456,14 +456,46 @@ def test_blame_names_the_wrong_argument():
     assert {res["wrt"] for res in d["results"] if res["status"] == "fail"} == {"b"}
 
 
-def test_sigmoid_missing_chain_rule_is_hidden_by_an_upstream_of_ones():
-    # sum(SigmoidGate(x)) sends ones upstream: dz = 1, so forgetting "* dz" changes nothing
-    # and the whole-expression check passes (a known blind spot of any such check) ...
-    d, _ = check_json("--ops", BUGGY, "sum(SigmoidGate(x))", "x=[0.5,-1.2]")
-    assert d["ok"] is True
-    # ... while --jacobian (one-hot upstreams) catches it, and blames the gate
+@pytest.mark.parametrize("method", ["central", "forward", "complex", "richardson"])
+@pytest.mark.parametrize("fast", [False, True])
+def test_no_blind_spot_for_a_backward_that_ignores_its_upstream(method, fast):
+    # sum(SigmoidGate(x)) sends ones upstream: dz = 1, so forgetting "* dz" leaves every
+    # element right; the gate's own check with a random upstream still fails it, in every mode
+    args = ["--method", method] + (["--fast"] if fast else [])
+    d, r = check_json(*args, "--ops", BUGGY, "sum(SigmoidGate(MultiplyGate(x, y)))",
+                      "x=[0.5,-1.2]", "y=[1.5,0.7]", code=1)
+    assert d["ok"] is False
+    local = {rec["op"]: rec for rec in d["local"]}
+    assert local["SigmoidGate"]["status"] == "fail"
+    assert local["SigmoidGate"]["upstream_was_ones"] is True
+    # the buggy MultiplyGate swaps its gradients, which the elements show
+    r = cli("check", *args, "--ops", BUGGY, "sum(SigmoidGate(x * y))", "x=[0.5,-1.2]",
+            "y=[1.5,0.7]")
+    assert r.code == 1, r.out
+    assert "agreed only because the gate received ones" in r.out
+    assert "node 3 SigmoidGate(x * y)" in r.out
+    # --jacobian (one-hot upstreams) catches it in the elements too, and blames the gate
     d, _ = check_json("--ops", BUGGY, "--jacobian", "SigmoidGate(x)", "x=[0.5,-1.2]", code=1)
     assert [b["op"] for b in d["blame"]] == ["SigmoidGate"]
+
+
+def test_the_correct_gates_pass_their_own_checks():
+    d, r = check_json("--ops", GATES, "sum(SigmoidGate(MultiplyGate(x, y)))", "x=[0.5,-1.2]",
+                      "y=[1.5,0.7]")
+    assert d["ok"] and [rec["status"] for rec in d["local"]] == ["ok", "ok"]
+    assert "2 nodes checked on their own with a random upstream agree" in \
+        cli("check", "--ops", GATES, "sum(SigmoidGate(MultiplyGate(x, y)))", "x=[0.5,-1.2]",
+            "y=[1.5,0.7]").out
+
+
+def test_local_checks_every_builtin_node_too():
+    import gradcli.gradcheck as gc
+    from gradcli.parse import parse
+
+    r = gc.check(parse("sum(tanh(W @ x))"), {"W": np.ones((2, 2)), "x": np.ones(2)},
+                 local=True)
+    assert r.ok and sorted(rec["op"] for rec in r.local) == ["@", "sum", "tanh"] or \
+        len(r.local) == 3
 
 
 def test_blame_is_empty_when_the_step_is_to_blame():

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from ..gradcheck import grade, grades
+from ..fdiff import grade, status_grade
 from ..values import to_json
 from . import text as fmt
 from .layout import Line, Styled, Table
@@ -43,7 +43,7 @@ def rows(report):
         cols = [to_json(np.ravel(v)) for v in (ic.analytic, ic.numeric, ic.abs_err, ic.rel_err)]
         est = to_json(np.ravel(ic.err_est)) if ic.err_est is not None else None
         status = ic.status.reshape(-1)
-        graded = grades(ic.rel_err).reshape(-1)
+        graded = ic.grades().reshape(-1)
         for pos, index, out_index in ic.indices():
             d = {"wrt": ic.name, "index": list(index)}
             if out_index is not None:
@@ -90,6 +90,15 @@ def as_json(report):
                    "inputs": [_input_summary(r) for r in b["inputs"]]} for b in report.blame]
     if report.sweep:
         d["sweep"] = report.sweep
+    if report.local:
+        d["local"] = [{"node": r["node"], "label": r["label"], "op": r["op"],
+                       "status": r["status"], "upstream_was_ones": bool(r.get("ones")),
+                       "problems": list(r.get("problems", ())),
+                       "inputs": [_input_summary(x) for x in r["inputs"]]}
+                      for r in report.local]
+    if getattr(report, "taylor", None) is not None:
+        d["taylor"] = [{k: (to_json(v) if not isinstance(v, (str, bool, list)) else v)
+                        for k, v in t.items()} for t in report.taylor]
     return d
 
 
@@ -152,11 +161,12 @@ def _status(s):
 
 
 def _pick(ic, show_all):
-    """Which element positions to list: all, or the bad ones and the worst of the rest."""
+    """Which element positions to list (all, or the bad ones and the worst of the rest), and
+    how many of each status are left out."""
     st = ic.status.reshape(-1)
     n = st.size
     if show_all or n <= _SHOW:
-        return list(range(n)), 0
+        return list(range(n)), {}
     bad = [int(p) for p in np.flatnonzero(st != "ok")[:_SHOW_BAD]]
     if len(bad) < _SHOW:  # and the worst of the rest, found without sorting them all
         rel = np.where(st == "ok", np.nan_to_num(ic.rel_err.reshape(-1), nan=np.inf), -1.0)
@@ -164,7 +174,16 @@ def _pick(ic, show_all):
         worst = np.argpartition(-rel, k)[:k + 1] if k >= 0 else []
         worst = sorted((int(p) for p in worst if st[p] == "ok"), key=lambda p: -rel[p])
         bad += worst[:_SHOW - len(bad)]
-    return sorted(bad), n - len(bad)
+    shown = st[np.array(sorted(bad), dtype=np.intp)] if bad else np.array([], dtype=object)
+    left = {s: int(np.count_nonzero(st == s)) - int(np.count_nonzero(shown == s))
+            for s in ("fail", "kink", "ok")}
+    return sorted(bad), {s: c for s, c in left.items() if c}
+
+
+def _rest_text(rest):
+    words = {"fail": "failed", "kink": "at kinks", "ok": "ok"}
+    parts = [f"{c} more {words[s]}" for s, c in rest.items()]
+    return f"  … {', '.join(parts)} (--all lists every element)"
 
 
 def table(report, show_all=False, **options):
@@ -186,11 +205,13 @@ def table(report, show_all=False, **options):
         summary = ", ".join(f"{int(np.count_nonzero(st == s))} {w}" for s, w in counts
                             if np.count_nonzero(st == s))
         counted = ic.rel_err.reshape(-1)[st != "kink"]  # kinks are not errors of the rule
-        worst = float(np.nanmax(counted, initial=0)) if counted.size else 0.0
+        worst = float(np.max(np.nan_to_num(counted, nan=np.inf), initial=0)) \
+            if counted.size else 0.0
+        verdict = "fail" if (st == "fail").any() else "ok"
         unit = "Jacobian entry" if ic.out_shape is not None else "element"
         shape = f"shape {ic.shape}" if ic.shape else "a scalar"
         out.append(Line(f"\n{ic.name}: {shape}, {_plural(st.size, unit)}: {summary}; "
-                        f"max rel err {_e(worst)} ({_grade(worst)})", style="bold"))
+                        f"max rel err {_e(worst)} ({status_grade(verdict, worst)})", style="bold"))
         cols = ["index", "analytic", "numeric", "abs err", "rel err", "grade", "status"]
         if ic.out_shape is not None:
             cols.insert(0, "output")
@@ -204,7 +225,7 @@ def table(report, show_all=False, **options):
         for p in picks:
             i, o = ic.index_of(p)
             row = [_idx(i, ic.name), fmt.num(a[p]), fmt.num(n[p]), _e(ae[p]), _e(re_[p]),
-                   _grade(re_[p]) if st[p] != "kink" else "-"]
+                   status_grade(st[p], re_[p])]
             if o is not None:
                 row.insert(0, _idx(o, report.output_name))
             if est is not None:
@@ -212,8 +233,11 @@ def table(report, show_all=False, **options):
             t.add_row(*row, _status(st[p]))
         out.append(t)
         if rest:
-            out.append(Line(f"  … {rest} more ok (--all lists every element)"))
+            out.append(Line(_rest_text(rest)))
+        listed = set(picks)
         for p, k in sorted(ic.kinks.items()):
+            if p not in listed:
+                continue
             i, _o = ic.index_of(p)
             out.append(Line("  " + _kink_text(report, _idx(i, ic.name), a[p], k)))
     if report.sweep:
@@ -222,22 +246,38 @@ def table(report, show_all=False, **options):
     return out
 
 
-def _grade(rel):
-    return grade(rel)
-
-
 def _kink_text(report, where, analytic, k):
     g = report.graph
     nodes = ", ".join(f"node {m} {g.source(m, 30)}" for m in k["nodes"])
+    kind = k.get("kind")
+    if kind == "undefined":
+        return (f"undefined at {where}: the function has no value on either side of the "
+                f"point (analytic and numeric are both nan), so there is no derivative to "
+                f"check")
+    if kind == "pole":
+        what = nodes or "an op on the path"
+        return (f"pole at {where}: the differences do not settle as the step shrinks from "
+                f"{k.get('first_step', report.eps):.2g} to {k['step']:.2g}: {what} is not "
+                f"smooth within every step a float can take (a pole or a jump), so "
+                f"differences cannot check it here; this is not a wrong backward")
     left, right = k["left"], k["right"]
     lo, hi = min(left, right), max(left, right)
-    head = f"kink at {where}: the step crosses a point where {nodes} is not differentiable"
+    if kind == "edge":
+        what = nodes or "an op on the path"
+        head = (f"domain edge at {where}: a step of {k['step']:.2g} leaves the domain of "
+                f"{what}")
+    else:
+        head = (f"kink at {where}: the step crosses a point where {nodes} is not "
+                f"differentiable")
     if left != left or right != right:  # one side lies outside the op's domain
+        if left != left and right != right:
+            return f"{head}; neither side has a slope, so there is nothing to compare with"
         side, v = ("right", right) if left != left else ("left", left)
         verdict = ("is accepted there" if k["inside"] else "is not a number, which no "
-                   "slope allows")
-        return (f"{head}; at the edge of its domain only the {side} slope exists "
-                f"({fmt.num(v)}), and the analytic {fmt.num(analytic)} {verdict}")
+                   "slope allows" if analytic != analytic else "has the other sign, which "
+                   "that slope does not allow")
+        return (f"{head}; only the {side} slope exists ({fmt.num(v)}), and the analytic "
+                f"{fmt.num(analytic)} {verdict}")
     inside = "lies inside" if k["inside"] else "lies OUTSIDE"
     return (f"{head}; one-sided slopes {fmt.num(left)} (left) and {fmt.num(right)} (right); "
             f"the analytic {fmt.num(analytic)} {inside} [{fmt.num(lo)}, {fmt.num(hi)}]")
@@ -266,7 +306,10 @@ def _fast_table(report):
 
 def _sweep_table(report):
     t = _new_table(["eps", "max abs err", "max rel err", ""])
-    best = min(report.sweep, key=lambda r: r["max_rel_err"])
+    def key(r):  # the smallest error as the table shows it: relative, then absolute
+        return (float(_e(r["max_rel_err"]).replace("nan", "inf")),
+                float(_e(r["max_abs_err"]).replace("nan", "inf")), r["max_rel_err"])
+    best = min(report.sweep, key=key)
     for r in report.sweep:
         mark = "← smallest error" if r is best else ""
         t.add_row(f"{r['eps']:.0e}", _e(r["max_abs_err"]), _e(r["max_rel_err"]), mark)
@@ -277,16 +320,49 @@ def _sweep_table(report):
                  "(error ~ 1e-16 / eps)"), t]
 
 
-def _verdict(report):
+def _args_text(rec):
+    return ", ".join(r["name"] + (f" (= {r['label']})" if r.get("label") not in
+                                  (None, r["name"]) else "")
+                     for r in rec["inputs"] if r["status"] == "fail")
+
+
+def local_lines(report):
+    """The per-node checks with a random upstream that failed: why, in words."""
     out = []
+    agreed = not any(np.any(ic.status == "fail") for ic in report.inputs) and not any(
+        p["status"] == "fail" for p in report.projections)
+    for rec in report.local:
+        if rec["status"] != "fail":
+            continue
+        head = f"local check: node {rec['node']} {rec['label']} (op {rec['op']})"
+        bad = _args_text(rec)
+        if bad and agreed:
+            why = (f"{head}: with a random upstream gradient its backward disagrees with "
+                   f"finite differences for its argument {bad} (max rel err "
+                   f"{_e(rec['max_rel_err'])})")
+            if rec.get("ones"):
+                why += ("; the expression agreed only because the gate received ones as "
+                        "its upstream gradient (does backward multiply by dz?)")
+            else:
+                why += "; the expression's own check did not show it"
+            out.append(Line(why, style="bold red"))
+        for p in rec.get("problems", ()):
+            out.append(Line(f"{head}: {p}", style="bold red"))
+    return out
+
+
+def _verdict(report):
+    out = local_lines(report)
+    agreed = not any(np.any(ic.status == "fail") for ic in report.inputs) and not any(
+        p["status"] == "fail" for p in report.projections)
+    shown = {rec["node"] for rec in report.local if rec["status"] == "fail" and agreed}
     for b in report.blame:
-        bad = ", ".join(r["name"] + (f" (= {r['label']})" if r.get("label") not in
-                                     (None, r["name"]) else "")
-                        for r in b["inputs"] if r["status"] == "fail")
+        if b["node"] in shown:
+            continue
         out.append(Line(f"blame: node {b['node']} {b['label']}: backward disagrees with "
-                        f"finite differences for its argument {bad} (max rel err "
+                        f"finite differences for its argument {_args_text(b)} (max rel err "
                         f"{_e(b['max_rel_err'])})", style="bold red"))
-    if report.failed and not report.blame:
+    if report.failed and not report.blame and not shown:
         out.append(Line("blame: no node's backward is wrong on its own; the mismatch comes "
                         "from their combination (rounding, a too-tight tolerance or a step "
                         "too large for this function: try --eps-sweep)"))
@@ -297,12 +373,21 @@ def _verdict(report):
         unit = "Jacobian entry" if report.jacobian else "element"
         statuses = np.concatenate([ic.status.reshape(-1) for ic in report.inputs]) \
             if report.inputs else np.array([], dtype=object)
-        text, word = _tally(list(statuses), unit, report)
+        text, word = _tally(statuses, unit, report)
         if report.projections:  # the random-weight projections of a non-scalar output
-            ptext, pword = _tally([p["status"] for p in report.projections],
-                                  "random projection", report)
+            ptext, pword = _tally(np.array([p["status"] for p in report.projections],
+                                           dtype=object), "random projection", report)
             text += f"; {ptext}"
             word = "FAIL" if "FAIL" in (word, pword) else word
+    if report.local:
+        n_bad = sum(rec["status"] == "fail" for rec in report.local)
+        n = len(report.local)
+        text += (f"; {n_bad} of {_plural(n, 'node')} checked on {'its' if n == 1 else 'their'}"
+                 f" own with a random upstream {'disagrees' if n_bad == 1 else 'disagree'}"
+                 if n_bad else f"; {_plural(n, 'node')} checked on "
+                 f"{'its' if n == 1 else 'their'} own with a random upstream "
+                 f"{'agree' if n > 1 else 'agrees'}")
+        word = "FAIL" if n_bad else word
     style = "bold red" if word == "FAIL" else "bold green"
     out.append(Line(f"\n{word}: {text} (max abs err {_e(report.max_abs_err)}, max rel err "
                     f"{_e(report.max_rel_err)}: {report.grade})", style=style))
@@ -317,15 +402,18 @@ def _plural(n, word):
 
 def _tally(statuses, unit, report):
     """("3 of 4 elements agree, 1 at a kink", "PASS") and the like."""
-    statuses = list(statuses or [])
-    n = len(statuses)
-    fails, kinks = statuses.count("fail"), statuses.count("kink")
-    if fails:
-        return f"{fails} of {_plural(n, unit)} disagree", "FAIL"
+    statuses = np.asarray(statuses if statuses is not None else [], dtype=object)
+    n = statuses.size
+    fails = int(np.count_nonzero(statuses == "fail"))
+    kinks = int(np.count_nonzero(statuses == "kink"))
     at = f", {kinks} at {'a kink' if kinks == 1 else 'kinks'}" if kinks else ""
+    if fails:
+        return f"{fails} of {_plural(n, unit)} disagree{at}", "FAIL"
     if kinks and report.strict:
-        return f"{kinks} of {_plural(n, unit)} at {'a kink' if kinks == 1 else 'kinks'} " \
-               f"(--strict)", "FAIL"
+        rest = n - kinks
+        return (f"{kinks} of {_plural(n, unit)} at {'a kink' if kinks == 1 else 'kinks'}, "
+                f"which --strict does not accept; the other {rest} "
+                f"{'agrees' if rest == 1 else 'agree'}"), "FAIL"
     return f"{n - kinks} of {_plural(n, unit)} agree{at}", "PASS"
 
 

@@ -73,6 +73,12 @@ def value_text(v):
         return None
     if isinstance(v, float):
         return fmt.num(v)
+    if not isinstance(v, (np.ndarray, np.generic, int, list)):  # a trace's Peek of an array
+        from .table import _cell
+
+        return _cell(v)
+    if isinstance(v, int):
+        return fmt.num(v)
     if isinstance(v, np.ndarray) and v.ndim == 0:
         return fmt.num(v)
     return fmt.array(v, small=PREVIEW)
@@ -241,6 +247,19 @@ def _per_node(pic, src, folded, marks):
                     edges.append((f"n{j}", nid, value_text(d), True))
 
 
+def _sum_text(parts):
+    """The gradient a statement sends one value: the sum of what its nodes send it."""
+    if len(parts) == 1:
+        return value_text(parts[0])
+    if all(isinstance(d, (np.ndarray, np.generic, float, int)) for d in parts):
+        total = parts[0]
+        for d in parts[1:]:
+            total = total + d
+        return value_text(total)
+    # the trace kept only a peek of these big arrays: say what the sum is of
+    return f"{'×'.join(map(str, getattr(parts[0], 'shape', ())))} (sum of {len(parts)})"
+
+
 def _collapsed(pic, src, folded, max_nodes, marks):
     """One box per statement; past ``max_nodes``, only the statements nearest the output."""
     graph = src.graph
@@ -291,7 +310,7 @@ def _collapsed(pic, src, folded, max_nodes, marks):
                 ops.append(nodes[m].op.name)
         head = clip(f"{name} = {text}" if name and text != name else (name or text or
                                                                        nodes[h].op.name))
-        lines = [(head, "bold"), (clip(", ".join(ops)) + (f"  ({len(group)} ops)"
+        lines = [(head, "bold"), (clip(", ".join(ops)) + (f" ({len(group)} ops)"
                                                           if len(group) > 1 else ""), "plain")]
         lines = _out_lines(src, h, lines)
         tip = "\n".join(b[1] for b in bad) if bad else (text if len(text) > LABEL else None)
@@ -310,10 +329,7 @@ def _collapsed(pic, src, folded, max_nodes, marks):
             if grads is not None and tr is not None:
                 parts = [d for i, _, d in tr.into.get(j, ()) if i in inner]
                 if parts:
-                    total = parts[0]
-                    for d in parts[1:]:
-                        total = total + d
-                    pic.edges.append((sid, f"s{h}", value_text(total), True))
+                    pic.edges.append((sid, f"s{h}", _sum_text(parts), True))
 
 
 # ---------------------------------------------------------------- DOT

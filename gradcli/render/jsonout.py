@@ -13,7 +13,8 @@ def node_dicts(res, with_grad=False):
         node = graph.nodes[i]
         v = values[i]
         d = {"id": i, "name": node.name, "op": node.op.name, "inputs": list(node.inputs),
-             "value": to_json(v), "shape": list(getattr(v, "shape", ()))}
+             "value": to_json(v), "shape": list(getattr(v, "shape", ())),
+             "text": graph.source(i)}
         if with_grad:
             g = res.grads[i]
             d["grad"] = None if g is None else to_json(g)

@@ -31,16 +31,22 @@ class Node:
 class Graph:
     """A parsed program: its nodes, the names it binds and which node is its output."""
 
-    def __init__(self, text, nodes, names, output, output_name):
+    def __init__(self, text, nodes, names, output, output_name, warnings=None):
         self.text = text
         self.nodes = nodes
-        self.names = names              # every statement name and variable -> node id
+        # every statement name and variable -> node id; a name assigned again maps to its
+        # newest value, and its later versions are there too as "a#2", "a#3", ...
+        self.names = names
         self.output = output            # id of the last statement's node
         self.output_name = output_name
+        # what the parser has to say about the program (a constant's name assigned), for
+        # the commands to print on stderr
+        self.warnings = list(warnings or ())
 
     @property
     def variables(self):
-        """Variable name -> node id, in the order they first appear in the program."""
+        """Input variable name -> node id, in the order they first appear in the program
+        (only the inputs: a name bound as an input and assigned later is still here)."""
         return {n.name: n.id for n in self.nodes if n.op is VAR}
 
     def ancestors(self, output):

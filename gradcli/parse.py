@@ -21,16 +21,35 @@ from .graph import Graph, Node
 
 __all__ = ["parse", "CONSTANTS"]
 
-CONSTANTS = {"pi": math.pi, "e": math.e}
+CONSTANTS = {"pi": math.pi, "e": math.e, "true": True, "false": False}
+
+_STATIC = "a static argument of an op (an axis, a shape, a flag, einsum's subscripts)"
 
 
 class _Ex:
-    """A parsed expression: a node id, or (id -1) a literal not yet made into a node."""
+    """A parsed expression: a node id, or (id -1) a literal not yet made into a node.
+
+    A literal's value is a number (float or bool), an array, or a constant only an op's
+    static argument can take: None, a tuple, a string (``oplib._Str``).
+    """
 
     __slots__ = ("id", "value", "start", "end")
 
     def __init__(self, id, value, start, end):
         self.id, self.value, self.start, self.end = id, value, start, end
+
+    @property
+    def numeric(self):
+        return self.id >= 0 or isinstance(self.value, (float, bool, int, np.ndarray))
+
+
+class _Kw:
+    """A keyword argument ``name=value`` of a call."""
+
+    __slots__ = ("tok", "ex")
+
+    def __init__(self, tok, ex):
+        self.tok, self.ex = tok, ex
 
 
 class _Builder:
@@ -42,8 +61,9 @@ class _Builder:
         self.nodes = []
         self.names = {}       # name -> node id, as bound so far
         self.variables = {}   # variable name -> node id
-        self.assigned = {}    # statement name -> where it is assigned
+        self.versions = {}    # statement name -> how many values it has had
         self.statements = []  # in order: an _Ex (bare expression) or an assignment
+        self.warnings = []
 
     # -- nodes
     def add(self, op, inputs, start, end, params=(), name=None, value=None):
@@ -54,6 +74,8 @@ class _Builder:
     def node(self, ex):
         """The node id of ``ex``, making a constant node for a literal."""
         if ex.id < 0:
+            if not ex.numeric:
+                self.not_a_value(ex)
             value = np.array(ex.value, dtype=np.float64)
             value.flags.writeable = False  # a cached graph's constants stay what they say
             ex.id = self.add(oplib.CONST, (), ex.start, ex.end, value=value)
@@ -66,6 +88,13 @@ class _Builder:
     def error(self, message, pos):
         raise ParseError(message, self.text, pos)
 
+    def not_a_value(self, ex):
+        v = ex.value
+        what = ("None" if v is None else "a string" if isinstance(v, str) else
+                "a tuple" if isinstance(v, tuple) else "this")
+        where = " or a new axis in an index (x[:, None])" if v is None else ""
+        self.error(f"{what} is not a value: it can only be {_STATIC}{where}", ex.start)
+
     # -- names
     def name(self, tok):
         n = tok.text
@@ -73,56 +102,130 @@ class _Builder:
         if i is None:
             if n in CONSTANTS:
                 return _Ex(-1, CONSTANTS[n], tok.start, tok.end)
+            if n == "None":
+                return _Ex(-1, None, tok.start, tok.end)
             i = self.add(oplib.VAR, (), tok.start, tok.end, name=n)
             self.names[n] = self.variables[n] = i
         return _Ex(i, None, tok.start, tok.end)
 
     def assign(self, tok, ex):
+        """``NAME = EXPR``: a new node each time; a name assigned again gets ``a#2``, ..."""
         n = tok.text
-        if n in CONSTANTS:
-            self.error(f"cannot assign to the constant {n}", tok.start)
-        if n in self.variables:
-            line = self.text.count("\n", 0, self.nodes[self.variables[n]].start) + 1
-            self.error(f"{n} is used as an input (line {line}) before this assignment; "
-                       f"give the new value another name", tok.start)
-        if n in self.assigned:  # one name, one value: tables and --wrt name values
-            line = self.text.count("\n", 0, self.assigned[n]) + 1
-            self.error(f"{n} is already assigned (line {line}); give the new value another "
-                       f"name", tok.start)
-        self.assigned[n] = tok.start
+        if n == "None":
+            self.error("cannot assign to None", tok.start)
+        if n in CONSTANTS and n not in self.names:
+            line = self.text.count("\n", 0, tok.start) + 1
+            value = {True: "true", False: "false"}.get(CONSTANTS[n], CONSTANTS[n])
+            self.warnings.append(f"line {line}: {n} = ... takes the name of the constant {n} "
+                                 f"({value}); from here on {n} is this statement")
         i = self.node(ex)
         node = self.nodes[i]
+        k = self.versions.get(n, 1 if n in self.variables else 0) + 1
+        self.versions[n] = k
+        label = n if k == 1 else f"{n}#{k}"
         if node.name is None:
-            node.name = n
+            node.name = label
         self.names[n] = i
+        if k > 1:
+            self.names[label] = i
         return ("=", n, i, tok.start)
 
     # -- calls and literals
     def call(self, tok, args, end):
         name, start = tok.text, tok.start
-        op = self.library.lookup(name, len(args))
+        pos, kws = [], []
+        for a in args:
+            if isinstance(a, _Kw):
+                kws.append(a)
+            elif kws:
+                self.error("a positional argument cannot follow a keyword argument", a.start)
+            else:
+                pos.append(a)
+        op = self.library.lookup(name, len(pos))
+        for more in range(1, 4):  # required params given as keywords: cumsum(x, axis=1)
+            if op is not None:
+                break
+            op = self.library.lookup(name, len(pos) + more)
+            if op is not None and (op.gate is not None or op.arity is None or
+                                   op.arity > len(pos)):
+                op = None
         if op is None:
+            variadic = oplib.VARIADIC.get(name)
+            if variadic is not None and name not in getattr(self.library, "custom", {}):
+                least = variadic.lead + variadic.min_arity
+                self.error(f"{name} takes at least {least} argument{'s' * (least != 1)}, "
+                           f"got {len(pos)}", start)
             arities = self.library.arities(name)
             if arities:
                 want = " or ".join(str(a) for a in arities)
                 plural = "s" if arities[-1] != 1 else ""
-                self.error(f"{name} takes {want} argument{plural}, got {len(args)}", start)
+                more = " (and keywords)" if kws else ""
+                self.error(f"{name} takes {want} argument{plural}{more}, got {len(pos)}", start)
             hint = did_you_mean(name, self.library.names())
             self.error(f"unknown op {name!r}{hint}", start)
-        inputs, static = args[:op.arity], args[op.arity:]
-        params = tuple(self.integer_arg(op, k, a) for k, a in enumerate(static))
-        return self.apply(op, inputs, start, end, params)
+        sig = op.signature
+        if kws and not sig:
+            self.error(f"{name} takes no keyword arguments", kws[0].tok.start)
+        lead = op.lead
+        n_in = len(pos) - lead if op.arity is None else op.arity
+        inputs = pos[lead:lead + n_in]
+        given = {}
+        positional = [p for p in sig if p.positional]
+        for p, ex in zip(positional, pos[:lead] + pos[lead + n_in:]):
+            given[p.name] = ex
+        names = [p.name for p in sig]
+        for kw in kws:
+            k = kw.tok.text
+            if k not in names:
+                hint = did_you_mean(k, names)
+                keys = ", ".join(names)
+                self.error(f"{name} has no keyword {k}{hint} (its keywords: {keys})",
+                           kw.tok.start)
+            if k in given:
+                self.error(f"{name}'s {k} is given twice", kw.tok.start)
+            given[k] = kw.ex
+        params = []
+        for p in sig:
+            ex = given.get(p.name)
+            if ex is None:
+                if p.required:
+                    self.error(f"{name} needs its {p.name}: {name}("
+                               f"{', '.join(_example(op, p))})", start)
+                params.append(p.default)
+                continue
+            params.append(self.static(op, p, ex))
+        if op is oplib.einsum:
+            self.check_einsum(params[0], len(inputs), given["subscripts"])
+        return self.apply(op, inputs, start, end, tuple(params))
 
-    def integer_arg(self, op, k, ex):
+    def static(self, op, p, ex):
+        """The value of a static argument: a constant of the kind ``p`` takes."""
+        if ex.id >= 0:
+            self.error(f"the {p.name} of {op.name} must be a constant, not an expression "
+                       f"of the program's values", ex.start)
         v = ex.value
-        if ex.id >= 0 or np.ndim(v) or not float(v).is_integer():
-            self.error(f"the {op.params[k]} of {op.name} must be a whole-number constant, "
-                       f"as in {op.name}(x, 0)", ex.start)
-        return int(v)
+        if isinstance(v, np.ndarray):
+            v = tuple(v.tolist()) if v.ndim == 1 else v
+        try:
+            return p.convert(v)
+        except ValueError as e:
+            self.error(f"the {p.name} of {op.name} must be {e}", ex.start)
+
+    def check_einsum(self, subscripts, n, ex):
+        try:
+            ins, _ = oplib.einsum_terms(subscripts)
+        except ValueError as e:
+            self.error(str(e), ex.start)
+        if len(ins) != n:
+            self.error(f"einsum subscripts {subscripts!r} name {len(ins)} operand"
+                       f"{'s' * (len(ins) != 1)}, got {n}", ex.start)
 
     def array(self, items, start, end):
         if not items:
             self.error("an array needs at least one item", start)
+        for it in items:
+            if not it.numeric:
+                self.not_a_value(it)
         if all(it.id < 0 for it in items):
             shapes = {np.shape(it.value) for it in items}
             if len(shapes) > 1:
@@ -152,7 +255,14 @@ class _Builder:
                 self.names[name] = output
         else:
             _, name, output, _ = last
-        return Graph(self.text, self.nodes, self.names, output, name)
+        return Graph(self.text, self.nodes, self.names, output, name, self.warnings)
+
+
+def _example(op, missing):
+    """The arguments of a call that gives every required param: ``x, axis``."""
+    args = list(op.argnames[:op.arity]) if op.arity else ["a", "b"]
+    req = [p.name for p in op.signature if p.required]
+    return req[:op.lead] + args + req[op.lead:]
 
 
 def looks_like_a_binding(text):
@@ -209,14 +319,51 @@ class _Rules:
     def pow(self, c):
         return self._binary(oplib.pow, c)
 
+    def lt(self, c):
+        return self._binary(oplib.lt, c)
+
+    def le(self, c):
+        return self._binary(oplib.le, c)
+
+    def gt(self, c):
+        return self._binary(oplib.gt, c)
+
+    def ge(self, c):
+        return self._binary(oplib.ge, c)
+
+    def eq(self, c):
+        return self._binary(oplib.eq, c)
+
+    def ne(self, c):
+        return self._binary(oplib.ne, c)
+
+    def string(self, c):
+        tok = c[0]
+        return _Ex(-1, oplib._Str(tok.text[1:-1]), tok.start, tok.end)
+
+    def tuple(self, c):  # ( ) | ( expr , ) | ( expr , items ) | ( expr , items , )
+        items = [] if len(c) == 2 else [c[1]] + (c[3] if len(c) > 4 else [])
+        for it in items:
+            if it.id >= 0:
+                self.b.error("a tuple holds constants only (an axis, a shape): "
+                             "(0, 1), (2, -1)", it.start)
+        return _Ex(-1, tuple(it.value for it in items), c[0].start, c[-1].end)
+
+    def keyword(self, c):
+        return _Kw(c[0], c[2])
+
     def neg(self, c):
         tok, a = c
+        if a.id < 0 and not a.numeric:
+            self.b.not_a_value(a)
         if a.id < 0:  # a negative literal stays a literal: [-1, 2], x * -1
             return _Ex(-1, -a.value, tok.start, a.end)
         return self.b.apply(oplib.neg, (a,), tok.start, a.end)
 
     def pos(self, c):
         tok, a = c
+        if a.id < 0 and not a.numeric:
+            self.b.not_a_value(a)
         return _Ex(a.id, a.value, tok.start, a.end)  # +x is x
 
     def number(self, c):
@@ -245,7 +392,19 @@ class _Rules:
 
     def index(self, c):
         x, key, rsqb = c[0], c[2], c[-1]
+        if sum(1 for k in key if k is Ellipsis) > 1:
+            self.b.error("an index takes '...' at most once", c[1].start)
         return self.b.apply(oplib.index, (x,), x.start, rsqb.end, (tuple(key),))
+
+    def newaxis(self, c):
+        tok = c[0]
+        if tok.text != "None":
+            self.b.error("an index or slice takes whole-number constants, None or ..., "
+                         "as in x[0], W[1, -1], x[1:], x[:, None]", tok.start)
+        return None
+
+    def ellipsis(self, c):
+        return Ellipsis
 
     def at(self, c):
         return c[0]
@@ -423,13 +582,16 @@ def _parse(text, library):
 # ---------------------------------------------------------------- syntax errors
 
 _DESCRIBE = {
-    "NUMBER": "a number", "NAME": "a name", "LPAR": "'('", "LSQB": "'['", "MINUS": "'-'",
+    "NUMBER": "a number", "NAME": "a name", "STRING": "a string", "LPAR": "'('",
+    "LSQB": "'['", "MINUS": "'-'",
     "PLUS": "'+'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "POW": "'**'", "RPAR": "')'",
-    "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "_SEP": "';'",
+    "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "ELLIPSIS": "'...'", "LT": "'<'", "LE": "'<='",
+    "GT": "'>'", "GE": "'>='", "EQEQ": "'=='", "NE": "'!='", "_SEP": "';'",
     "$END": "the end of the program",
 }
 _ORDER = list(_DESCRIBE)
-_OPERATORS = {"STAR", "SLASH", "AT", "POW", "PLUS", "MINUS"}
+_COMPARISONS = {"LT", "LE", "GT", "GE", "EQEQ", "NE"}
+_OPERATORS = {"STAR", "SLASH", "AT", "POW", "PLUS", "MINUS"} | _COMPARISONS
 
 
 def _expected(names):
@@ -457,7 +619,7 @@ def _syntax_error(text, tok, pos=None):
         kind = {"NAME": "name ", "NUMBER": "number "}.get(tok.type, "")
         what = ("unexpected new line" if tok.type == "_SEP" and tok.text != ";"
                 else f"unexpected {kind}{tok.text!r}")
-        if tok.type == "NAME" and ("COLON" in expected and "NUMBER" in expected):
-            return ParseError("an index or slice takes whole-number constants, "
-                              "as in x[0], W[1, -1], x[1:]", text, pos)
+        if tok.type in _COMPARISONS and "PLUS" in expected:
+            return ParseError(f"comparisons do not chain: write (a < b) * (b < c) for "
+                              f"a < b < c", text, pos)
     return ParseError(f"{what}; expected {_expected(expected)}", text, pos)

@@ -57,7 +57,7 @@ GRAMMAR_SHA256 = "{digest}"
 TERMINALS = {fmt(tuple((t.name, t.pattern.to_regexp()) for t in terms))}
 
 #: Terminals the lexer skips (comments, blanks, line continuations).
-IGNORE = {fmt(frozenset(parser.ignore_tokens))}
+IGNORE = frozenset({{{", ".join(repr(t) for t in sorted(parser.ignore_tokens))}}})
 
 #: (rule, symbols it takes, method to call, passes a lone child through) per rule number.
 RULES = {fmt(tuple(rule_rows))}

@@ -1,0 +1,612 @@
+"""A symbolic graph printed as a program: gradcli's language, LaTeX, or a NumPy function.
+
+:class:`Program` decides once which values become statements (a value used more than once
+whose text is longer than a name: shared subexpressions are named, never repeated, so the
+text grows with the graph, not exponentially), and which names they get (the program's own
+name for a value it named, else ``t1``, ``t2``, ...).  A dialect then says how each node
+prints.  Every node is printed from its inputs' texts in topological order: no recursion.
+
+Precedence follows grammar/expr.lark: comparisons < ``+ -`` < ``* / @`` < unary ``-`` <
+``**`` < calls, names and numbers.
+"""
+from __future__ import annotations
+
+import inspect
+import keyword
+import math
+
+import numpy as np
+
+from .. import ops as oplib
+
+__all__ = ["Program", "number", "LANGUAGE", "LATEX", "PYTHON"]
+
+CMP, ADD, MUL, UNARY, POW, ATOM = range(6)
+
+#: A value used more than once gets a statement when its text is longer than this.
+INLINE = 10
+#: Uniform constants of up to this many elements print as a literal ([1, 1, 1]).
+LITERAL = 16
+
+_SYMBOL_PREC = {"+": ADD, "-": ADD, "*": MUL, "/": MUL, "@": MUL, "**": POW,
+                "<": CMP, "<=": CMP, ">": CMP, ">=": CMP, "==": CMP, "!=": CMP}
+
+
+def number(v):
+    """A float as the language writes it: 2, 0.5, 1e-05, -3."""
+    v = float(v)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if v.is_integer() and abs(v) < 1e16:
+        return str(int(v))
+    return repr(v)
+
+
+def _nested(a, fmt=number):
+    a = np.asarray(a)
+    if a.ndim == 0:
+        return fmt(a)
+    return "[" + ", ".join(_nested(x, fmt) for x in a) + "]"
+
+
+def _shape_text(shape):
+    return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _is_infix(op):
+    return op.symbol is not None and op.symbol in _SYMBOL_PREC and op.arity == 2
+
+
+def _is_unary_minus(op):
+    return op.symbol == "-" and op.arity == 1
+
+
+def _sum_to_axes(xshape, shape):
+    lead = len(xshape) - len(shape)
+    keep = tuple(i for i, n in enumerate(shape) if n == 1 and xshape[lead + i] != 1)
+    return tuple(range(lead)), keep
+
+
+# ---------------------------------------------------------------- dialects
+
+class Language:
+    """gradcli's own language (what ``gradcli eval`` reads back)."""
+
+    name = "language"
+
+    def ident(self, name):
+        return name
+
+    def const(self, s):
+        v = s.value
+        if v.ndim == 0:
+            if s.shape == ():
+                return number(v), (UNARY if float(v) < 0 else ATOM)
+            if int(np.prod(s.shape)) <= LITERAL:
+                return _nested(np.broadcast_to(v, s.shape)), ATOM
+            return f"broadcast_to({number(v)}, {_shape_text(s.shape)})", ATOM
+        return _nested(v), ATOM
+
+    def param(self, v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v + '"'
+        if isinstance(v, (tuple, list)):
+            return "(" + ", ".join(self.param(x) for x in v) + ("," if len(v) == 1 else "") \
+                + ")"
+        if isinstance(v, float):
+            return number(v)
+        return str(v)
+
+    def infix(self, op, a, b):
+        sym = op.symbol
+        if sym == "**":
+            return f"{a}**{b}"
+        if sym in ("*", "/"):
+            return f"{a}{sym}{b}"
+        return f"{a} {sym} {b}"
+
+    def neg(self, a):
+        return f"-{a}"
+
+    def paren(self, text):
+        return f"({text})"
+
+    def index_key(self, key):
+        parts = []
+        for k in key:
+            if k is None:
+                parts.append("None")
+            elif k is Ellipsis:
+                parts.append("...")
+            elif isinstance(k, slice):
+                t = ("" if k.start is None else str(k.start)) + ":" + \
+                    ("" if k.stop is None else str(k.stop))
+                if k.step is not None:
+                    t += f":{k.step}"
+                parts.append(t)
+            else:
+                parts.append(str(k))
+        return ", ".join(parts)
+
+    def index(self, x, key):
+        return f"{x}[{self.index_key(key)}]"
+
+    def stack(self, items):
+        return "[" + ", ".join(items) + "]"
+
+    def call(self, op, args, params):
+        parts = list(args)
+        names = tuple(op.params or ())
+        for k, v in enumerate(params):
+            if v is None:
+                continue
+            pname = names[k] if k < len(names) else None
+            if pname is None or (k == 0 and isinstance(v, int) and not isinstance(v, bool)):
+                parts.append(self.param(v))
+            else:
+                parts.append(f"{pname}={self.param(v)}")
+        return f"{op.name}({', '.join(parts)})"
+
+    def sum_to(self, x, xshape, shape):
+        lead, keep = _sum_to_axes(xshape, shape)
+        if shape == ():
+            return f"sum({x})"
+        text = x
+        if lead:
+            text = f"sum({text}, {lead[0]})" if len(lead) == 1 else \
+                f"sum({text}, axis={self.param(lead)})"
+        if keep:
+            axis = keep[0] if len(keep) == 1 else keep
+            text = f"sum({text}, axis={self.param(axis)}, keepdims=true)"
+        return text
+
+    def statement(self, name, text):
+        return f"{name} = {text}"
+
+
+class Latex(Language):
+    """LaTeX for slides: ``\\frac``, ``\\cdot``, ``\\sqrt``, cases for ``where``."""
+
+    name = "latex"
+    FUNCS = {"sin": r"\sin", "cos": r"\cos", "tan": r"\tan", "exp": r"\exp", "log": r"\log",
+             "tanh": r"\tanh", "sinh": r"\sinh", "cosh": r"\cosh", "asin": r"\arcsin",
+             "acos": r"\arccos", "atan": r"\arctan", "max": r"\max", "min": r"\min"}
+    RELATIONS = {"<": "<", "<=": r"\le", ">": ">", ">=": r"\ge", "==": "=", "!=": r"\ne",
+                 "lt": "<", "le": r"\le", "gt": ">", "ge": r"\ge", "eq": "=", "ne": r"\ne"}
+
+    def ident(self, name):
+        base, _, sub = name.partition("_")
+        base = base.replace("#", "")
+        text = base if len(base) == 1 else r"\mathit{" + base + "}"
+        return text + ("_{" + sub.replace("_", r"\_") + "}" if sub else "")
+
+    def const(self, s):
+        text, prec = super().const(s)
+        if s.value.ndim or s.shape:
+            a = np.broadcast_to(s.value, s.shape)
+            if a.ndim == 1 and a.size <= LITERAL:
+                rows = r" \\ ".join(number(x) for x in a)
+                return r"\begin{bmatrix}" + rows + r"\end{bmatrix}", ATOM
+            if a.ndim == 2 and a.size <= LITERAL:
+                rows = r" \\ ".join(" & ".join(number(x) for x in r) for r in a)
+                return r"\begin{bmatrix}" + rows + r"\end{bmatrix}", ATOM
+            return r"\mathbf{" + number(s.value.flat[0]) + "}", ATOM
+        return text, prec
+
+    def infix(self, op, a, b):
+        sym = op.symbol
+        if sym == "**":
+            return f"{{{a}}}^{{{b}}}"
+        if sym == "*":
+            return f"{a} {b}" if a[:1].isdigit() and not b[:1].isdigit() else \
+                rf"{a} \cdot {b}"
+        if sym == "/":
+            return rf"\frac{{{a}}}{{{b}}}"
+        if sym == "@":
+            return rf"{a} \, {b}"
+        return f"{a} {self.RELATIONS.get(sym, sym)} {b}"
+
+    def paren(self, text):
+        return rf"\left({text}\right)"
+
+    def index(self, x, key):
+        return f"{x}_{{{self.index_key(key)}}}"
+
+    def stack(self, items):
+        return r"\begin{bmatrix}" + r" \\ ".join(items) + r"\end{bmatrix}"
+
+    def call(self, op, args, params):
+        name = op.name
+        if name in self.RELATIONS and len(args) == 2:
+            return rf"\left[{args[0]} {self.RELATIONS[name]} {args[1]}\right]"
+        if name == "sqrt":
+            return rf"\sqrt{{{args[0]}}}"
+        if name == "abs":
+            return rf"\left|{args[0]}\right|"
+        if name == "transpose" and all(v is None for v in params):
+            return rf"{{{args[0]}}}^{{\top}}"
+        if name == "step":
+            return rf"\left[{args[0]} > 0\right]"
+        if name == "where" and len(args) == 3:
+            return (r"\begin{cases}" + args[1] + r" & \text{if } " + args[0] + r" \ne 0 \\ "
+                    + args[2] + r" & \text{otherwise}\end{cases}")
+        func = self.FUNCS.get(name, r"\operatorname{" + name.replace("_", r"\_") + "}")
+        extra = [self.param(v) for v, dflt in zip(params, op.defaults or (None,) * len(params))
+                 if v is not None and v != dflt]
+        return rf"{func}\left({', '.join(list(args) + extra)}\right)"
+
+    def sum_to(self, x, xshape, shape):
+        lead, keep = _sum_to_axes(xshape, shape)
+        if shape == ():
+            return rf"\sum {x}"
+        axes = ", ".join(str(a) for a in lead + keep)
+        return rf"\operatorname{{sum}}_{{{axes}}}\left({x}\right)"
+
+    def statement(self, name, text):
+        return f"{name} &= {text}"
+
+
+class Python(Language):
+    """NumPy code: operators for arithmetic, ``np.`` functions, and the library's own
+    forward functions copied in for the rest (so the module needs nothing but NumPy)."""
+
+    name = "python"
+
+    def __init__(self):
+        self.helpers = {}  # name -> source
+
+    def ident(self, name):
+        name = name.replace("#", "_")
+        return name + "_" if keyword.iskeyword(name) or name in ("np",) else name
+
+    def const(self, s):
+        v = s.value
+        if v.ndim == 0:
+            if s.shape == ():
+                return number(v).replace("inf", "np.inf").replace("nan", "np.nan") \
+                    if not np.isfinite(v) else repr(float(v)), \
+                    (UNARY if float(v) < 0 else ATOM)
+            return f"np.full({_shape_text(s.shape)}, {float(v)!r})", ATOM
+        return f"np.array({_nested(v, lambda x: repr(float(x)))})", ATOM
+
+    def param(self, v):
+        if isinstance(v, str):
+            return repr(v)
+        if isinstance(v, slice):
+            return repr(v)
+        if v is Ellipsis:
+            return "..."
+        if isinstance(v, (tuple, list)):
+            return "(" + ", ".join(self.param(x) for x in v) + ("," if len(v) == 1 else "") \
+                + ")"
+        return repr(v)
+
+    def infix(self, op, a, b):
+        if op.symbol in ("+", "-", "*", "/", "**", "@"):
+            return f"{a} {op.symbol} {b}"
+        raise AssertionError(op)  # comparisons are calls here (see node)
+
+    def stack(self, items):
+        return "np.stack([" + ", ".join(items) + "])"
+
+    def call(self, op, args, params):
+        f = op.forward
+        extra = [self.param(v) for v in params]
+        if isinstance(f, np.ufunc) or getattr(np, getattr(f, "__name__", ""), None) is f:
+            return f"np.{f.__name__}({', '.join(list(args) + extra)})"
+        name = self.helper(op)
+        return f"{name}({', '.join(list(args) + extra)})"
+
+    def helper(self, op):
+        """The op's forward function, copied in with the module-level helpers it calls."""
+        from ..errors import GradcliError
+
+        f = op.forward
+        name = getattr(f, "__name__", "")
+        if name in self.helpers:
+            return name
+        if not inspect.isfunction(f) or name == "<lambda>" or f.__module__ != oplib.__name__:
+            raise GradcliError(f"--format python: op {op.name} has no NumPy form to print")
+        todo = [f]
+        while todo:
+            g = todo.pop()
+            if g.__name__ in self.helpers:
+                continue
+            self.helpers[g.__name__] = inspect.getsource(g)
+            for ref in g.__code__.co_names:
+                h = g.__globals__.get(ref)
+                if inspect.isfunction(h) and h.__module__ == oplib.__name__:
+                    todo.append(h)
+        return name
+
+    def sum_to(self, x, xshape, shape):
+        return f"_sum_to({x}, {_shape_text(shape)})"
+
+    def statement(self, name, text):
+        return f"    {name} = {text}"
+
+
+LANGUAGE = Language()
+LATEX = Latex()
+
+
+def PYTHON():
+    return Python()
+
+
+_SUM_TO = '''def _sum_to(x, shape):
+    """Sum x down to shape: the adjoint of NumPy broadcasting."""
+    lead = np.ndim(x) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and np.shape(x)[lead + i] != 1)
+    return np.reshape(np.sum(x, axis=axes), shape)
+'''
+
+
+# ---------------------------------------------------------------- the program
+
+class Program:
+    """Derivatives (name -> symbol) laid out as statements and one expression each."""
+
+    def __init__(self, builder, results, taken=()):
+        self.builder = builder
+        self.results = results
+        nodes = builder.nodes
+        top = max((s.id for s in results.values()), default=-1)
+        reach = bytearray(top + 1)
+        uses = [0] * (top + 1)
+        for s in results.values():
+            reach[s.id] = 1
+        for i in range(top, -1, -1):
+            if reach[i]:
+                for x in nodes[i].inputs:
+                    reach[x.id] = 1
+                    uses[x.id] += 1
+        self.order = [i for i in range(top + 1) if reach[i]]
+        self.uses = uses
+        # which values are statements, and their names
+        inline = {}
+        self.named = {}
+        taken = set(taken)
+        counter = [0]
+
+        def fresh(base):
+            base = base.replace("#", "_")
+            if base and base.isidentifier() and base not in taken:
+                taken.add(base)
+                return base
+            while True:
+                counter[0] += 1
+                name = f"t{counter[0]}"
+                if name not in taken:
+                    taken.add(name)
+                    return name
+
+        taken_names = set()
+        for i in self.order:
+            s = nodes[i]
+            text, _ = self._node(LANGUAGE, s, inline)
+            inline[i] = (text, self._prec(s))
+            if uses[i] >= 2 and s.op is not oplib.VAR and len(text) > INLINE and \
+                    not (s.op is oplib.CONST and s.value.ndim == 0 and s.shape == ()):
+                label = s.label
+                name = fresh(label) if label and label not in taken_names else fresh("")
+                if label:
+                    taken_names.add(label)
+                self.named[i] = name
+                inline[i] = (name, ATOM)
+
+    # -- one node
+    def _prec(self, s):
+        op = s.op
+        if op is oplib.VAR:
+            return ATOM
+        if op is oplib.CONST:
+            return UNARY if s.value.ndim == 0 and s.shape == () and float(s.value) < 0 \
+                else ATOM
+        if _is_infix(op):
+            return _SYMBOL_PREC[op.symbol]
+        if _is_unary_minus(op):
+            return UNARY
+        return ATOM
+
+    def _node(self, d, s, done):
+        """(text, precedence) of node s in dialect d, its inputs' texts from ``done``."""
+        op = s.op
+        if op is oplib.VAR:
+            return d.ident(s.name), ATOM
+        if op is oplib.CONST:
+            return d.const(s)
+
+        def arg(x, need):
+            text, prec = done[x.id]
+            return d.paren(text) if prec < need else text
+
+        if _is_infix(op) and not (d.name == "python" and _SYMBOL_PREC[op.symbol] == CMP):
+            prec = _SYMBOL_PREC[op.symbol]
+            a, b = s.inputs
+            if op.symbol == "**":
+                return d.infix(op, arg(a, ATOM), arg(b, UNARY)), POW
+            if prec == CMP:
+                return d.infix(op, arg(a, ADD), arg(b, ADD)), CMP
+            left = arg(a, prec)
+            right = arg(b, prec + 1)
+            if d.name == "latex" and op.symbol == "/":  # \frac groups by itself
+                left, right = done[a.id][0], done[b.id][0]
+                return d.infix(op, left, right), ATOM
+            return d.infix(op, left, right), prec
+        if _is_unary_minus(op):
+            # -(a*b) prints as -a*b: (-a)*b is the same number (negation is exact)
+            x = s.inputs[0]
+            if done[x.id][1] == MUL and not done[x.id][0].startswith("-"):
+                return d.neg(done[x.id][0]), MUL
+            return d.neg(arg(x, UNARY)), UNARY
+        if op is getattr(oplib, "index", None):
+            return d.index(arg(s.inputs[0], ATOM), s.params[0]), ATOM
+        if op is getattr(oplib, "stack", None):
+            return d.stack([done[x.id][0] for x in s.inputs]), ATOM
+        if d.name == "language" and hasattr(op, "text"):
+            return op.text([done[x.id][0] for x in s.inputs], s.params), ATOM
+        return d.call(op, [done[x.id][0] for x in s.inputs], s.params), ATOM
+
+    def _texts(self, d):
+        """Every reachable node's reference text in dialect d (a name for statements) and
+        the statement texts, in order."""
+        nodes = self.builder.nodes
+        done = {}
+        statements = {}
+        for i in self.order:
+            text, prec = self._node(d, nodes[i], done)
+            if i in self.named:
+                name = d.ident(self.named[i])
+                statements[i] = d.statement(name, text)
+                done[i] = (name, ATOM)
+            else:
+                done[i] = (text, prec)
+        return done, statements
+
+    def _needs(self, s):
+        """The statements s needs, in order."""
+        nodes = self.builder.nodes
+        top = s.id
+        reach = bytearray(top + 1)
+        reach[top] = 1
+        out = []
+        for i in range(top, -1, -1):
+            if reach[i]:
+                if i in self.named and i != top:
+                    out.append(i)
+                for x in nodes[i].inputs:
+                    reach[x.id] = 1
+        out.reverse()
+        if top in self.named:
+            out.append(top)
+        return out
+
+    def standalone(self, dialect=LANGUAGE):
+        """name -> a program computing that result alone (statements, then the result)."""
+        done, statements = self._texts(dialect)
+        out = {}
+        for name, s in self.results.items():
+            lines = [statements[i] for i in self._needs(s)]
+            lines.append(done[s.id][0])
+            out[name] = "\n".join(lines)
+        return out
+
+    def layout(self, dialect, labels):
+        """(statement lines shared by all results, {name: result text}) in ``dialect``."""
+        done, statements = self._texts(dialect)
+        return [statements[i] for i in self.order if i in self.named], \
+            {name: done[s.id][0] for name, s in self.results.items()}
+
+    # -- whole documents
+    def text(self, labels):
+        """The language: shared statements, then ``d/dx = ...`` per result."""
+        lines, results = self.layout(LANGUAGE, labels)
+        lines = list(lines)
+        for name in self.results:
+            lines.append(f"{labels[name]} = {results[name]}")
+        return "\n".join(lines)
+
+    def latex(self, output, order=1):
+        lines, results = self.layout(LATEX, None)
+        out = [r"\begin{aligned}"]
+        body = list(lines)
+        f = LATEX.ident(output)
+        for name in self.results:
+            x = LATEX.ident(name)
+            if order == 1:
+                lhs = rf"\frac{{\partial {f}}}{{\partial {x}}}"
+            else:
+                lhs = rf"\frac{{\partial^{{{order}}} {f}}}{{\partial {x}^{{{order}}}}}"
+            body.append(f"{lhs} &= {results[name]}")
+        out.append(" \\\\\n".join(body))
+        out.append(r"\end{aligned}")
+        return "\n".join(out)
+
+    def python(self, variables, output, func="gradient"):
+        """A module defining ``func(variables...)`` that returns the derivatives."""
+        py = Python()
+        lines, results = self.layout(py, None)
+        args = [py.ident(v) for v in variables]
+        names = list(self.results)
+        body = []
+        body.append(f'def {func}({", ".join(args)}):')
+        what = ", ".join(f"d{output}/d{n}" for n in names)
+        body.append(f'    """{what}{" (a tuple, in this order)" if len(names) > 1 else ""}'
+                    f', from gradcli diff."""')
+        for a in args:
+            body.append(f"    {a} = np.asarray({a}, dtype=np.float64)")
+        body.append("    with np.errstate(all='ignore'):")
+        body.extend("    " + line for line in lines)
+        rets = []
+        for n in names:
+            text = results[n]
+            r = self.results[n]
+            if r.op is oplib.VAR:
+                text = f"{text}.copy()"
+            elif r.op is oplib.CONST:
+                text = f"np.full({_shape_text(r.shape)}, {float(r.value.flat[0])!r})" \
+                    if r.value.ndim == 0 else text
+            rets.append(text)
+        body.append(f"        return {', '.join(rets)}")
+        head = ['"""Generated by gradcli diff: NumPy only."""', "import numpy as np", ""]
+        helpers = list(py.helpers.values())
+        if "_sum_to(" in "\n".join(body):
+            helpers.append(_SUM_TO)
+        for h in helpers:
+            head.append("")
+            head.append(h.rstrip())
+            head.append("")
+        return "\n".join(head + ["", ""] + body) + "\n"
+
+
+# ---------------------------------------------------------------- diff and hessian results
+
+def _labels(d):
+    return {n: d.label(n) for n in d.names}
+
+
+def diff_text(d, **options):
+    """``d/dx = ...`` per derivative after the shared statements; values at the bindings."""
+    from . import text as fmt
+
+    out = d.program.text(_labels(d))
+    values = d.values
+    if values is not None:
+        lines = [out, "", "at the bindings:"]
+        for n in d.names:
+            lines.append(f"  {d.label(n)} = {fmt.array(values[n])}")
+        out = "\n".join(lines)
+    return out + "\n"
+
+
+def diff_json(d, **options):
+    import json
+
+    from ..values import to_json
+
+    obj = {"output": d.output_name, "derivatives": d.text}
+    if d.order != 1:
+        obj["order"] = d.order
+    values = d.values
+    if values is not None:
+        obj["value"] = to_json(d.value)
+        obj["values"] = {n: to_json(v) for n, v in values.items()}
+    return json.dumps(obj, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+def diff_latex(d, **options):
+    return d.program.latex(d.output_name, d.order) + "\n"
+
+
+def diff_python(d, **options):
+    return d.program.python(list(d.lifted.variables), d.output_name)
+
+
+DIFF_FORMATS = {"text": diff_text, "json": diff_json, "latex": diff_latex,
+                "python": diff_python}

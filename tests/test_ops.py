@@ -90,6 +90,16 @@ UNARY_DOMAINS = {
     "asin": lambda rng, s: rng.uniform(-0.9, 0.9, s),
     "acos": lambda rng, s: rng.uniform(-0.9, 0.9, s),
     "tan": lambda rng, s: _away(rng, s, 0.1, 1.2),
+    "log1p": lambda rng, s: rng.uniform(-0.8, 2.0, s),
+    "log2": lambda rng, s: rng.uniform(0.2, 2.0, s),
+    "log10": lambda rng, s: rng.uniform(0.2, 2.0, s),
+    "reciprocal": lambda rng, s: _away(rng, s, 0.3, 1.5),
+    # away from the jumps (whole numbers, and halves for round)
+    "floor": lambda rng, s: rng.integers(-3, 3, s) + rng.uniform(0.1, 0.9, s),
+    "ceil": lambda rng, s: rng.integers(-3, 3, s) + rng.uniform(0.1, 0.9, s),
+    "round": lambda rng, s: rng.integers(-3, 3, s) + rng.uniform(0.05, 0.45, s),
+    "relu6": lambda rng, s: rng.choice([-1.0, 1.0], s) * rng.uniform(0.1, 1.5, s) + 3 *
+    rng.integers(0, 3, s),
 }
 
 
@@ -110,7 +120,9 @@ def _nonzero_divisor(rng, sa, sb):
 
 #: Where to sample two-input elementwise ops, by op name (default: both _away).
 BINARY_DOMAINS = {"pow": _positive_base, "max": _no_ties, "min": _no_ties,
-                  "div": _nonzero_divisor}
+                  "div": _nonzero_divisor, **{c: _no_ties for c in
+                                             ("lt", "le", "gt", "ge", "eq", "ne")},
+                  "atan2": _nonzero_divisor}
 
 UNARY_SHAPES = [(), (5,), (3, 4)]
 BINARY_SHAPES = [((), ()), ((5,), (5,)), ((3, 4), (3, 4)),
@@ -133,8 +145,10 @@ def _weighted(inner, rng, bindings):
 def _elementwise_cases():
     rng = RNG
     cases = []
-    unary = [(("call", name, n), f"{name}(a)", op) for (name, n), op in oplib.CALLABLE.items()
+    unary = [(("call", name, 1), f"{name}(a)", op) for (name, n), op in oplib.CALLABLE.items()
              if op.elementwise and op.arity == 1 and n == 1]
+    unary = [(k, f"({t}) * a" if op.name in ("sign", "step", "floor", "ceil", "round") else t, op)
+             for k, t, op in unary]
     unary += [(("infix", k), "-a", op) for k, op in oplib.INFIX.items()
               if op.elementwise and op.arity == 1]
     for key, text, op in unary:
@@ -143,10 +157,13 @@ def _elementwise_cases():
             expr, b = _weighted(text, rng, {"a": sample(rng, shape)})
             cases.append(Case(f"{'/'.join(map(str, key))}-{_sname(shape)}", expr, b, (key,)))
 
-    binary = [(("call", name, n), f"{name}(a, b)", op) for (name, n), op in oplib.CALLABLE.items()
+    binary = [(("call", name, 2), f"{name}(a, b)", op) for (name, n), op in oplib.CALLABLE.items()
               if op.elementwise and op.arity == 2 and n == 2]
     binary += [(("infix", k), f"a {op.symbol} b", op) for k, op in oplib.INFIX.items()
                if op.elementwise and op.arity == 2]
+    # a comparison's value is 1 or 0 and it passes no gradient: weight it by a smooth term
+    binary = [(k, f"({t}) * (a * b + a)" if op.name in ("lt", "le", "gt", "ge", "eq", "ne")
+               else t, op) for k, t, op in binary]
     for key, text, op in binary:
         sample = BINARY_DOMAINS.get(op.name, lambda rng, sa, sb: (_away(rng, sa), _away(rng, sb)))
         for sa, sb in BINARY_SHAPES:
@@ -165,23 +182,102 @@ def _elementwise_cases():
 def _reduction_cases():
     rng = RNG
     cases = []
-    for name in ("sum", "mean"):
-        for shape in [(), (5,), (3, 4), (2, 3, 4)]:
-            cases.append(Case(f"{name}-all-{_sname(shape)}", f"{name}(a) * c",
-                              {"a": _away(rng, shape), "c": -1.7}, (("call", name, 1),)))
-        for shape, axes in [((5,), (0, -1)), ((3, 4), (0, 1, -1, -2)),
-                            ((2, 3, 4), (0, 1, 2, -1, -2, -3))]:
+    for name in ("sum", "mean", "prod", "var", "std", "norm", "logsumexp"):
+        key = ("call", name, 1)
+        for shape in [(5,), (3, 4), (2, 3, 4)] + ([()] if name not in ("var", "std") else []):
+            expr, b = _weighted(f"{name}(a)", rng, {"a": _away(rng, shape)})
+            cases.append(Case(f"{name}-all-{_sname(shape)}", expr, b, (key,)))
+        ax = "axis=" if name == "norm" else ""
+        for shape, axes in [((5,), (0, -1)), ((3, 4), (0, 1, -1, (0, 1))),
+                            ((2, 3, 4), (0, 2, -2, (0, 2), (1, -1)))]:
             for axis in axes:
-                expr, b = _weighted(f"{name}(a, {axis})", rng, {"a": _away(rng, shape)})
-                cases.append(Case(f"{name}-axis{axis}-{_sname(shape)}", expr, b,
-                                  (("call", name, 2),)))
+                for keep in (False, True):
+                    kd = ", keepdims=true" if keep else ""
+                    ax = "axis=" if keep or name == "norm" else ""
+                    text = f"{name}(a, {ax}{axis}{kd})".replace(", )", ")")
+                    expr, b = _weighted(text, rng, {"a": _away(rng, shape)})
+                    cases.append(Case(f"{name}-axis{axis}{'-keep' * keep}-{_sname(shape)}",
+                                      expr, b, (key,)))
+    for name in ("var", "std"):
+        for c in (0, 1, 2):
+            expr, b = _weighted(f"{name}(a, 1, correction={c})", rng,
+                                {"a": _away(rng, (3, 5))})
+            cases.append(Case(f"{name}-correction{c}", expr, b, (("call", name, 1),)))
+        expr, b = _weighted(f"{name}(a, axis=(0, 2), correction=0, keepdims=true)", rng,
+                            {"a": _away(rng, (2, 3, 4))})
+        cases.append(Case(f"{name}-all-keywords", expr, b, (("call", name, 1),)))
     for name in ("max", "min"):
         for shape in [(), (5,), (3, 4), (2, 3, 4)]:
             cases.append(Case(f"{name}-all-{_sname(shape)}", f"{name}(a) * c",
                               {"a": _distinct(rng, shape), "c": 1.3}, (("call", name, 1),)))
+        for shape, axis in [((3, 4), 1), ((3, 4), 0), ((2, 3, 4), (0, 2)), ((2, 3, 4), -1)]:
+            for keep in ("", ", keepdims=true"):
+                expr, b = _weighted(f"{name}(a, axis={axis}{keep})", rng,
+                                    {"a": _distinct(rng, shape)})
+                cases.append(Case(f"{name}-axis{axis}{keep[2:6]}-{_sname(shape)}", expr, b,
+                                  (("call", name, 1),)))
         # the extreme reached through a computation, and mixed with elementwise max/min
         cases.append(Case(f"{name}-all-of-expr", f"{name}(tanh(a) * 2 + a) * c",
                           {"a": _distinct(rng, (6,), 0.3), "c": 0.7}, (("call", name, 1),)))
+    for name in ("cumsum", "cumprod", "flip"):
+        for shape, axis in [((5,), 0), ((3, 4), 1), ((3, 4), -2), ((2, 3, 4), 1)]:
+            for form in (f"{axis}", f"axis={axis}"):
+                expr, b = _weighted(f"{name}(a, {form})", rng, {"a": _away(rng, shape, 0.5)})
+                cases.append(Case(f"{name}-{form}-{_sname(shape)}", expr, b,
+                                  (("call", name, 1),)))
+    expr, b = _weighted("flip(a, (0, 1))", rng, {"a": _away(rng, (3, 4))})
+    cases.append(Case("flip-tuple", expr, b, (("call", "flip", 1),)))
+    for shape in [(3,), (2, 3)]:  # through zeros: PyTorch's values
+        a = _away(rng, shape)
+        a[..., 1] = 0
+        expr, b = _weighted("cumprod(a, -1)", rng, {"a": a})
+        cases.append(Case(f"cumprod-zero-{_sname(shape)}", expr, b, (("call", "cumprod", 1),)))
+    return cases
+
+
+def _elementwise_param_cases():
+    """The elementwise ops that take static params, and the three-input ones."""
+    rng = RNG
+    cases = []
+    texts = {"leaky_relu": ["leaky_relu(a)", "leaky_relu(a, 0.2)",
+                            "leaky_relu(a, negative_slope=0.3)"],
+             "elu": ["elu(a)", "elu(a, 0.5)", "elu(a, alpha=2)"],
+             "hardtanh": ["hardtanh(a)", "hardtanh(a, -0.5, 0.5)",
+                          "hardtanh(a, min_val=-0.7, max_val=0.6)"],
+             "gelu": ["gelu(a)", 'gelu(a, approximate="tanh")', "gelu(a, approximate='none')",
+                      "gelu(a * 4)"]}
+    for name, forms in texts.items():
+        for text in forms:
+            for shape in [(), (7,), (2, 3)]:
+                a = _away(rng, shape, 0.05, 1.5)
+                if name == "hardtanh":  # away from the corners
+                    a = np.where(np.abs(np.abs(a) - 0.5) < 0.05, a * 1.3, a)
+                    a = np.where(np.abs(np.abs(a) - 0.6) < 0.05, a * 1.3, a)
+                    a = np.where(np.abs(np.abs(a) - 0.7) < 0.05, a * 1.3, a)
+                    a = np.where(np.abs(np.abs(a) - 1.0) < 0.05, a * 1.2, a)
+                expr, b = _weighted(text, rng, {"a": a})
+                cases.append(Case(f"{text}-{_sname(shape)}", expr, b, (("call", name, 1),)))
+    for name in ("silu", "mish"):  # at large inputs too
+        expr, b = _weighted(f"{name}(a * 10)", rng, {"a": _away(rng, (6,))})
+        cases.append(Case(f"{name}-large", expr, b, (("call", name, 1),)))
+    for sc, sa, sb in [((), (), ()), ((5,), (5,), (5,)), ((3, 1), (1, 4), ()),
+                       ((4,), (3, 4), (3, 1))]:
+        c = _away(rng, sc)
+        a, b_ = _away(rng, sa), _away(rng, sb)
+        expr, b = _weighted("where(c > 0, a, b)", rng, {"c": c, "a": a, "b": b_})
+        cases.append(Case(f"where-{_sname(sc)}-{_sname(sa)}-{_sname(sb)}", expr, b,
+                          (("call", "where", 3),)))
+    for name in ("clip", "clamp"):
+        for sx, sl, sh in [((), (), ()), ((6,), (), ()), ((3, 4), (4,), (3, 1)), ((5,), (5,), (5,))]:
+            x = rng.uniform(-2, 2, sx)
+            lo, hi = rng.uniform(-1.5, -0.3, sl), rng.uniform(0.3, 1.5, sh)
+            x = np.where(np.abs(x - np.broadcast_to(lo, np.broadcast_shapes(sx, sl))[...] if sl
+                                else x - lo) < 0.05, x + 0.1, x) if sx else x
+            expr, b = _weighted(f"{name}(x, lo, hi)", rng, {"x": x, "lo": lo, "hi": hi})
+            cases.append(Case(f"{name}-{_sname(sx)}-{_sname(sl)}-{_sname(sh)}", expr, b,
+                              (("call", name, 3),)))
+        expr, b = _weighted(f"{name}(x, -0.5, 0.5)", rng, {"x": rng.uniform(-2, 2, 7)})
+        cases.append(Case(f"{name}-numbers", expr, b, (("call", name, 3),)))
     return cases
 
 
@@ -225,14 +321,105 @@ def _linalg_cases():
 def _nn_cases():
     rng = RNG
     cases = []
-    for name in ("softmax", "logsumexp"):
+    for name in ("softmax", "log_softmax", "logsumexp"):
         for shape in [(), (5,), (3, 4), (2, 3, 4)]:
             expr, b = _weighted(f"{name}(a)", rng, {"a": rng.normal(size=shape) * 2})
             cases.append(Case(f"{name}-{_sname(shape)}", expr, b, (("call", name, 1),)))
+        for shape, axis in [((3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4), -2)]:
+            for form in (f"{axis}", f"axis={axis}"):
+                expr, b = _weighted(f"{name}(a, {form})", rng, {"a": rng.normal(size=shape)})
+                cases.append(Case(f"{name}-{form}-{_sname(shape)}", expr, b,
+                                  (("call", name, 1),)))
         expr, b = _weighted(f"{name}(a * 30)", rng, {"a": rng.normal(size=5)})
         cases.append(Case(f"{name}-large", expr, b, (("call", name, 1),)))
-        expr, b = _weighted(f"{name}(a * 30)", rng, {"a": rng.normal(size=(2, 3))})
-        cases.append(Case(f"{name}-large-rows", expr, b, (("call", name, 1),)))
+        expr, b = _weighted(f"{name}(a * 30 + 1000, 0)", rng, {"a": rng.normal(size=(2, 3))})
+        cases.append(Case(f"{name}-large-columns", expr, b, (("call", name, 1),)))
+    expr, b = _weighted("logsumexp(a, axis=(0, 2), keepdims=true)", rng,
+                        {"a": rng.normal(size=(2, 3, 4))})
+    cases.append(Case("logsumexp-keywords", expr, b, (("call", "logsumexp", 1),)))
+    for d, xs, ws in [(1, (2, 3, 9), (4, 3, 3)), (2, (2, 3, 6, 5), (4, 3, 3, 2))]:
+        name = f"conv{d}d"
+        x, w, bias = rng.normal(size=xs), rng.normal(size=ws), rng.normal(size=ws[0])
+        for extra in ("", ", stride=2", ", padding=1", ", stride=2, padding=2",
+                      ", stride=(1, 2), padding=(1, 0)" if d == 2 else ", stride=3"):
+            expr, b = _weighted(f"{name}(x, w{extra})", rng, {"x": x, "w": w})
+            cases.append(Case(f"{name}{extra}", expr, b, (("call", name, 2),)))
+            expr, b = _weighted(f"{name}(x, w, b{extra})", rng, {"x": x, "w": w, "b": bias})
+            cases.append(Case(f"{name}-bias{extra}", expr, b, (("call", name, 3),)))
+        expr, b = _weighted(f"{name}(x, w, b, 2, 1)", rng, {"x": x, "w": w, "b": bias})
+        cases.append(Case(f"{name}-positional", expr, b, (("call", name, 3),)))
+    return cases
+
+
+def _shape_cases():
+    rng = RNG
+    cases = []
+    x, W, T = rng.normal(size=6), rng.normal(size=(3, 4)), rng.normal(size=(2, 3, 4))
+    forms = [("reshape", "reshape(W, (2, 6))", {"W": W}), ("reshape", "reshape(T, (4, -1))", {"T": T}),
+             ("reshape", "reshape(x, shape=(3, 2, 1))", {"x": x}),
+             ("reshape", "reshape(T[0, 0, 0], (1, 1))", {"T": T}),
+             ("flatten", "flatten(T)", {"T": T}), ("flatten", "flatten(T, 1)", {"T": T}),
+             ("flatten", "flatten(T, start_dim=0, end_dim=1)", {"T": T}),
+             ("squeeze", "squeeze(reshape(W, (3, 1, 4, 1)))", {"W": W}),
+             ("squeeze", "squeeze(reshape(W, (3, 1, 4, 1)), 1)", {"W": W}),
+             ("squeeze", "squeeze(reshape(W, (3, 1, 4, 1)), axis=(1, 3))", {"W": W}),
+             ("unsqueeze", "unsqueeze(W, 0)", {"W": W}),
+             ("unsqueeze", "unsqueeze(W, axis=-1) * T[0, 0]", {"W": W, "T": T}),
+             ("transpose", "transpose(T, (1, 2, 0))", {"T": T}),
+             ("transpose", "transpose(T, axes=(0, 2, 1)) @ W", {"T": T, "W": W}),
+             ("concat", "concat(W, T[0], axis=0)", {"W": W, "T": T}),
+             ("concat", "concat(W, T[1], W * 2, axis=1)", {"W": W, "T": T}),
+             ("concat", "concat(x, x[1:3])", {"x": x}), ("cat", "cat(x, x)", {"x": x}),
+             ("stack", "stack(W, T[0], T[1])", {"W": W, "T": T}),
+             ("stack", "stack(W, T[1], axis=2)", {"W": W, "T": T}),
+             ("stack", "stack(W, W * 3, axis=-1)", {"W": W}),
+             ("diag", "diag(x)", {"x": x}), ("diag", "diag(W[:, :3])", {"W": W}),
+             ("diag", "diag(W)", {"W": W}), ("diag", "diag(x, 1)", {"x": x}),
+             ("diag", "diag(W, diagonal=-1)", {"W": W}),
+             ("tril", "tril(W)", {"W": W}), ("tril", "tril(T, diagonal=1)", {"T": T}),
+             ("triu", "triu(W)", {"W": W}), ("triu", "triu(T, -1)", {"T": T}),
+             ("triu", "triu(W, diagonal=2)", {"W": W}),
+             ("broadcast_to", "broadcast_to(x, (2, 6))", {"x": x}),
+             ("sum_to", "sum_to(T, (3, 1))", {"T": T})]
+    for name, text, b in forms:
+        op = oplib.CALLABLE.get((name, 1)) or oplib.CALLABLE.get((name, 2))
+        expr, bind = _weighted(text, rng, b)
+        cases.append(Case(f"{name}-{text}", expr, bind, (("call", name, op.arity),)))
+    return cases
+
+
+def _einsum_linalg_cases():
+    rng = RNG
+    cases = []
+    A, B, v, u = rng.normal(size=(3, 4)), rng.normal(size=(4, 5)), rng.normal(size=4), \
+        rng.normal(size=3)
+    T = rng.normal(size=(2, 3, 4))
+    for sub, names in [("ij,jk->ik", "AB"), ("ij,j->i", "Av"), ("ij->ji", "A"), ("ij->", "A"),
+                       ("ij->j", "A"), ("i,j->ij", "uv"), ("ij,ij->i", "AA"),
+                       ("bij,jk->bik", "TB"), ("...j,jk->...k", "TB"), ("ij,jk", "AB"),
+                       ("bij,j,ik->bk", "Tvq")]:
+        vals = {"A": A, "B": B, "v": v, "u": u, "T": T, "q": rng.normal(size=(3, 6))}
+        ops = ", ".join(names)
+        b = {n: vals[n] for n in dict.fromkeys(names)}
+        expr, bind = _weighted(f'einsum("{sub}", {ops})', rng, b)
+        cases.append(Case(f"einsum-{sub}-{names}", expr, bind, (("call", "einsum", None),)))
+    cases.append(Case("outer", "sum(outer(u, v) * A)", {"u": u, "v": v, "A": A},
+                      (("call", "outer", 2),)))
+    M = rng.normal(size=(3, 3)) + 3 * np.eye(3)
+    S = rng.normal(size=(2, 3, 3)) + 3 * np.eye(3)
+    for name, text, b in [("trace", "trace(M) * c", {"M": M, "c": 1.3}),
+                          ("trace", "trace(A) * c", {"A": A, "c": 0.7}),
+                          ("det", "det(M) * c", {"M": M, "c": 0.3}),
+                          ("det", "det(S)", {"S": S}),
+                          ("inv", "inv(M)", {"M": M}), ("inv", "inv(S)", {"S": S}),
+                          ("solve", "solve(M, u)", {"M": M, "u": u}),
+                          ("solve", "solve(M, A)", {"M": M, "A": A}),
+                          ("solve", "solve(S, A)", {"S": S, "A": A}),
+                          ("solve", "solve(S, S[0])", {"S": S})]:
+        op = oplib.CALLABLE[(name, 1)] if (name, 1) in oplib.CALLABLE else \
+            oplib.CALLABLE[(name, 2)]
+        expr, bind = _weighted(text, rng, b)
+        cases.append(Case(f"{name}-{text}", expr, bind, (("call", name, op.arity),)))
     return cases
 
 
@@ -278,7 +465,8 @@ def _composite_cases():
     ]
 
 
-CASES = (_elementwise_cases() + _reduction_cases() + _linalg_cases() + _nn_cases()
+CASES = (_elementwise_cases() + _elementwise_param_cases() + _reduction_cases()
+         + _linalg_cases() + _nn_cases() + _shape_cases() + _einsum_linalg_cases()
          + _structure_cases() + _composite_cases())
 
 
@@ -289,10 +477,18 @@ def _params(cases):
 # ====================================================================== registry coverage
 
 def _required_keys():
-    keys = {("call",) + k for k in oplib.CALLABLE}
+    """One key per way to call an op: (call, name, the op's arity), and the infix ones."""
+    keys = {("call", name, op.arity) for (name, _), op in oplib.CALLABLE.items()}
     keys |= {("infix", k) for k in oplib.INFIX}
     keys |= {("syntax", "index"), ("syntax", "array")}
     return keys
+
+
+def _call_op(name, arity):
+    for (n, _), op in oplib.CALLABLE.items():
+        if n == name and op.arity == arity:
+            return op
+    raise KeyError((name, arity))
 
 
 def _exercises(expr, key):
@@ -300,10 +496,10 @@ def _exercises(expr, key):
     nodes = gradcli.compile(expr).nodes
     kind = key[0]
     if kind == "call":
-        _, name, n = key
-        op = oplib.CALLABLE[(name, n)]
+        _, name, arity = key
+        op = _call_op(name, arity)
         return (re.search(rf"(?<![\w]){re.escape(name)}\s*\(", expr) is not None
-                and any(nd.op is op and len(nd.inputs) + len(nd.params) == n for nd in nodes))
+                and any(nd.op is op for nd in nodes))
     if kind == "infix":
         op = oplib.INFIX[key[1]]
         symbols = {"**", "^"} if op is oplib.pow else {op.symbol}
@@ -315,7 +511,21 @@ def _exercises(expr, key):
 def test_every_public_op_is_exercised():
     covered = {k for c in CASES for k in c.covers}
     missing = _required_keys() - covered
-    assert not missing, f"ops of the registry without a gradient test case: {sorted(missing)}"
+    assert not missing, f"ops of the registry without a gradient test case: {sorted(missing, key=str)}"
+
+
+def test_every_keyword_of_every_op_is_exercised():
+    missing = []
+    for op in oplib.BUILTINS:
+        if not op.public or op.symbol is not None:
+            continue
+        for p in op.signature:
+            if p.positional and p.required:
+                continue
+            if not any(re.search(rf"(?<![\w]){op.name}\(.*\b{p.name}=", c.expr)
+                       for c in CASES):
+                missing.append(f"{op.name}({p.name}=)")
+    assert not missing, f"keywords without a gradient case: {missing}"
 
 
 def test_every_public_op_is_reachable_from_the_language():

@@ -85,7 +85,9 @@ def page(res, *, svg=None, title=None, collapse=False, max_nodes=None, notes=Non
     data = page_data(res, boxes, check=check)
     data["notes"] = notes
     heading = title or " ".join(res.graph.text.split())
-    return Page(_assemble(heading, svg, data))
+    out = Page(_assemble(heading, svg, data))
+    out.notes = notes  # what the command also says on stderr
+    return out
 
 
 # ---------------------------------------------------------------- the walk as data
@@ -154,7 +156,9 @@ def page_data(res, boxes=None, check=None):
                        f"{_seed_text(res)}."})
 
     parts = {}    # node -> [(consumer, argument, short text)] in arrival order
-    running = {}  # node -> the sum so far, accumulated as the engine does
+    running = {}  # node -> the sum so far, as the engine adds it (None: a part is a Peek)
+    from ..engine import Peek
+    from .table import _cell
     for i in reversed(order):
         node = nodes[i]
         g = res.grads[i]
@@ -180,18 +184,23 @@ def page_data(res, boxes=None, check=None):
             local = tr.local[i][k]
             rule = _formula(node.op, k, labels)
             if local is not None:
-                lv = fmt.array(local)
+                lv = _cell(local)
                 loc = f"∂/∂{_paren(labels[k])} = {rule}" + ("" if rule == lv else f" = {lv}")
                 if np.ndim(g) == 0 and np.ndim(local) == 0 and np.ndim(dk) == 0:
                     send = f"{fmt.num(g)} × {lv} = {fmt.num(dk)}"
                 else:
-                    send = fmt.array(dk)
+                    send = _cell(dk)
                 lines.append(f"  {loc}   → {labels[k]}: {send}")
             else:
-                lines.append(f"  {labels[k]} gets {rule}   → {labels[k]}: {fmt.array(dk)}")
+                lines.append(f"  {labels[k]} gets {rule}   → {labels[k]}: {_cell(dk)}")
             got = parts.setdefault(j, [])
-            got.append((i, k if list(node.inputs).count(j) > 1 else None, fmt.array(dk)))
-            running[j] = dk if j not in running else running[j] + dk
+            got.append((i, k if list(node.inputs).count(j) > 1 else None, _cell(dk)))
+            if len(got) == len(tr.into.get(j, ())):
+                running[j] = res.grads[j]  # complete: the engine's own sum
+            elif isinstance(dk, Peek) or (j in running and running[j] is None):
+                running[j] = None  # the trace kept only a peek: the parts, not the sum yet
+            else:
+                running[j] = dk if j not in running else running[j] + dk
             step["g"].append([j, _sum_text(graph, got, running[j], label)])
             step["b"].append([i, j])
         step["t"] = f"{label(i)}: upstream {up} arrives.\n" + "\n".join(lines)
@@ -272,7 +281,7 @@ def _sum_text(graph, got, total, label):
             text += f" - {term[1:]}{via}"
         else:
             text += (f" + {term}" if n else term) + via
-    return f"{text} = {fmt.array(total)}"
+    return f"{text} = {'…' if total is None else fmt.array(total)}"
 
 
 def _embed(value):

@@ -571,7 +571,7 @@ def parse_shape(text, name="--shape"):
     if not t:
         return ()
     try:
-        dims = tuple(int(d) for d in t.replace("x", ",").split(",") if d.strip())
+        dims = tuple(int(d) for d in t.split(",") if d.strip())
     except ValueError:
         raise BindingError(f"{name} {clip(text, 40)!r}: give the shape as whole numbers "
                            f"separated by commas, like 3,2") from None

@@ -127,3 +127,268 @@ def test_compiled_step_with_mini_batch_arguments():
     ref = engine.differentiate(graph, {"w": [0.3, -0.1], "X": X, "y": y}, wrt=["w"])
     np.testing.assert_allclose(g, ref.gradients["w"], rtol=1e-12)
     assert abs(float(loss) - float(ref.value)) < 1e-12
+
+
+# ---------------------------------------------------------------- optimizers, by the book
+
+A = np.array([[1.0, 2.0], [0.5, -1.0], [2.0, 0.3]])
+C = np.array([1.0, -2.0, 0.5])
+QUAD = "sum((A @ p - c)**2)"
+
+
+def quad_grad(p):
+    return 2 * A.T @ (A @ p - C)
+
+
+def quad_run(steps, **kw):
+    return gradcli.descend(QUAD, params="p", p=[0.5, -0.5], A=A, c=C, steps=steps, **kw)
+
+
+def reference(steps, update, lr=0.01, wd=0.0):
+    """Run ``update(p, g, t, state, lr)`` (the textbook rule) from the same start."""
+    p = np.array([0.5, -0.5])
+    state = {}
+    for t in range(1, steps + 1):
+        p = update(p, quad_grad(p), t, state, lr)
+    return p
+
+
+def test_sgd_weight_decay_is_l2():
+    def sgd_wd(p, g, t, s, lr):
+        return p - lr * (g + 0.1 * p)
+    r = quad_run(50, weight_decay=0.1)
+    np.testing.assert_allclose(r.params["p"], reference(50, sgd_wd), rtol=1e-13)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_as_torch_sgd(nesterov):
+    mu = 0.9
+
+    def heavy_ball(p, g, t, s, lr):  # torch.optim.SGD's documented algorithm
+        s["b"] = g.copy() if t == 1 else mu * s["b"] + g
+        return p - lr * (g + mu * s["b"] if nesterov else s["b"])
+    r = quad_run(60, optimizer="momentum", momentum=mu, nesterov=nesterov)
+    np.testing.assert_allclose(r.params["p"], reference(60, heavy_ball), rtol=1e-12)
+    assert set(r.optimizer.state) == {"momentum_buffer"}
+
+
+def adam_ref(b1=0.9, b2=0.999, eps=1e-8, wd=0.0, decoupled=False):
+    def adam(p, g, t, s, lr):  # Kingma & Ba, with PyTorch's weight decay placement
+        if decoupled:
+            p = p - lr * wd * p
+        elif wd:
+            g = g + wd * p
+        s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
+        s["v"] = b2 * s.get("v", 0) + (1 - b2) * g * g
+        mhat = s["m"] / (1 - b1 ** t)
+        vhat = s["v"] / (1 - b2 ** t)
+        return p - lr * mhat / (np.sqrt(vhat) + eps)
+    return adam
+
+
+def test_adam_by_the_book():
+    r = quad_run(80, optimizer="adam", lr=0.05)
+    np.testing.assert_allclose(r.params["p"], reference(80, adam_ref(), lr=0.05), rtol=1e-11)
+    r = quad_run(80, optimizer="adam", lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)
+    ref = reference(80, adam_ref(0.8, 0.99, 1e-6, wd=0.1), lr=0.05)
+    np.testing.assert_allclose(r.params["p"], ref, rtol=1e-11)
+
+
+def test_adamw_decoupled_decay_default_001():
+    r = quad_run(80, optimizer="adamw", lr=0.05)
+    ref = reference(80, adam_ref(wd=0.01, decoupled=True), lr=0.05)
+    np.testing.assert_allclose(r.params["p"], ref, rtol=1e-11)
+    plain = quad_run(80, optimizer="adam", lr=0.05)
+    assert not np.allclose(r.params["p"], plain.params["p"], rtol=1e-6)  # the decay acts
+
+
+def test_schedules_as_pytorch():
+    seen = []
+
+    def sgd_logged(p, g, t, s, lr):
+        return p - lr * g
+    for name, lr_of in [
+            ("cosine", lambda k: 0.0 + 0.1 * (1 + math.cos(math.pi * k / 30)) / 2),
+            ("step", lambda k: 0.1 * 0.5 ** (k // 7))]:
+        kw = dict(t_max=30) if name == "cosine" else dict(step_size=7, gamma=0.5)
+        r = quad_run(30, lr=0.1, schedule=name, **kw)
+        p = np.array([0.5, -0.5])
+        for k in range(30):
+            p = p - lr_of(k) * quad_grad(p)
+        np.testing.assert_allclose(r.params["p"], p, rtol=1e-12)
+        seen.append(r.params["p"])
+    assert not np.allclose(seen[0], seen[1])
+
+
+# ---------------------------------------------------------------- stops
+
+def test_nan_stop_names_step_and_parameter():
+    r = gradcli.descend(SEED_LOSS, params="w,b", w=0, b=0, lr=1.0, steps=1000, **SEED_DATA)
+    assert r.stopped == "nan" and r.diverged
+    assert all(math.isfinite(v) for v in r.loss)
+    assert all(np.isfinite(v) for v in r.params.values())
+    k = r.steps + 1  # the step whose loss was not finite
+    assert f"at step {k}:" in r.diverged and "parameter w" in r.diverged, r.diverged
+    c = cli("descend", SEED_LOSS, "--params", "w,b", "w=0", "b=0", "x=[1,2,3,4]",
+            "y=[2,3,4,5]", "--lr", "1", "--steps", "1000", "--format", "json")
+    assert c.code == 1 and c.exception is None
+    assert c.err.startswith("error: the loss became ") and f"at step {k}" in c.err
+    d = json.loads(c.out)
+    assert d["steps"] == k - 1 and len(d["loss"]) == k and d["stopped"] == "nan"
+
+
+def test_non_scalar_loss_is_exit_2():
+    bad(cli("descend", "(w*x - y)**2", "--params", "w", "w=0", "x=[1,2]", "y=[1,2]"),
+        "the loss must be a scalar", "shape (2,)", "mean(...)")
+
+
+def test_tol_and_max_time():
+    r = gradcli.descend(SEED_LOSS, params="w,b", w=0, b=0, steps=100000, tol=1e-9,
+                        **SEED_DATA)
+    assert r.stopped == "tol" and r.steps < 100000
+    assert abs(r.loss[-1] - r.loss[-2]) < 1e-9 <= abs(r.loss[-2] - r.loss[-3])
+    r = gradcli.descend(SEED_LOSS, params="w,b", w=0, b=0, steps=10 ** 9, max_time=0.2,
+                        **SEED_DATA)
+    assert r.stopped == "time" and 0 < r.steps < 10 ** 9 and len(r.loss) == r.steps + 1
+
+
+# ---------------------------------------------------------------- save and resume
+
+@pytest.mark.parametrize("ext", [".json", ".npz"])
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam"])
+def test_save_and_resume_equals_one_longer_run(tmp_path, ext, opt):
+    args = ["descend", QUAD_TEXT, "--params", "p", "p=[0.5,-0.5]", f"A={A.tolist()}",
+            f"c={C.tolist()}", "--optimizer", opt, "--lr", "0.05", "--format", "json"]
+    f = tmp_path / f"fit{ext}"
+    one = json.loads(cli(*args, "--steps", "20").out)
+    a = cli(*args, "--steps", "12", "--save", f)
+    assert a.code == 0, a.err
+    assert (tmp_path / f"fit{ext}.optim.npz").is_file()
+    b = cli(*args, "--steps", "8", "--resume", f, "--save", f)
+    assert b.code == 0, b.err
+    two = json.loads(b.out)
+    np.testing.assert_allclose(two["params"]["p"], one["params"]["p"], rtol=1e-15)
+    np.testing.assert_allclose(json.loads(a.out)["loss"] + two["loss"][1:], one["loss"],
+                               rtol=1e-15)
+    # --values reads the saved parameters back: the loss there is the run's last loss
+    e = cli("eval", QUAD_TEXT, "--values", f, f"A={A.tolist()}", f"c={C.tolist()}",
+            "--format", "json")
+    assert e.code == 0, e.err
+    assert abs(json.loads(e.out)["value"] - one["loss"][-1]) <= 1e-12
+
+
+QUAD_TEXT = QUAD
+
+
+def test_resume_refuses_another_optimizer_and_a_missing_state(tmp_path):
+    f = tmp_path / "fit.json"
+    base = ["descend", SEED_LOSS, "--params", "w,b", "x=[1,2,3,4]", "y=[2,3,4,5]"]
+    assert cli(*base, "w=0", "b=0", "--optimizer", "adam", "--save", f).code == 0
+    bad(cli(*base, "--resume", f), "--optimizer adam")
+    (tmp_path / "fit.json.optim.npz").unlink()
+    bad(cli(*base, "--optimizer", "adam", "--resume", f), "--values")
+
+
+def test_saved_files_are_complete_json_and_npz(tmp_path):
+    r = quad_run(5, optimizer="adam")
+    training.save(r, tmp_path / "p.json")
+    training.save(r, tmp_path / "p.npz")
+    assert json.loads((tmp_path / "p.json").read_text()) == {"p": r.params["p"].tolist()}
+    with np.load(tmp_path / "p.npz") as z:
+        np.testing.assert_array_equal(z["p"], r.params["p"])
+    with np.load(tmp_path / "p.npz.optim.npz") as z:
+        assert str(z["optimizer"]) == "adam" and int(z["step"]) == 5
+        np.testing.assert_array_equal(z["exp_avg/p"], r.optimizer.state["exp_avg"]["p"])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".gradcli-")]
+
+
+# ---------------------------------------------------------------- mini-batches
+
+def _write_csv(path, X, y):
+    rows = ["x,y"] + [f"{float(a)!r},{float(b)!r}" for a, b in zip(X, y)]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_mini_batches_in_file_order(tmp_path):
+    x = np.linspace(-1, 1, 8)
+    y = 3 * x - 0.5
+    f = tmp_path / "d.csv"
+    _write_csv(f, x, y)
+    r = gradcli.descend(SEED_LOSS, params="w,b", w=0, b=0, batch=str(f), batch_size=3,
+                        lr=0.1, steps=10)
+    w = b = 0.0
+    losses = []
+    starts = [0, 3, 6] * 4
+    for k in range(11):
+        s = starts[k]
+        xb, yb = x[s:s + 3], y[s:s + 3]
+        r_ = w * xb + b - yb
+        losses.append(np.mean(r_ ** 2))
+        if k < 10:
+            w, b = w - 0.1 * np.mean(2 * r_ * xb), b - 0.1 * np.mean(2 * r_)
+    assert abs(float(r.params["w"]) - w) < 1e-12 and abs(float(r.params["b"]) - b) < 1e-12
+    np.testing.assert_allclose(r.loss, losses, rtol=1e-12)
+    assert len(r.compiled) == 2  # batches of 3 and the last of 2: one step each
+
+
+def test_shuffled_batches_are_seeded_and_resume(tmp_path):
+    x = np.linspace(-1, 1, 10)
+    f = tmp_path / "d.csv"
+    _write_csv(f, x, 2 * x + 1)
+    kw = dict(params="w,b", w=0, b=0, batch=str(f), batch_size=4, shuffle=True, lr=0.1)
+    a = gradcli.descend(SEED_LOSS, steps=9, seed=3, **kw)
+    b = gradcli.descend(SEED_LOSS, steps=9, seed=3, **kw)
+    c = gradcli.descend(SEED_LOSS, steps=9, seed=4, **kw)
+    ordered = gradcli.descend(SEED_LOSS, steps=9, **{**kw, "shuffle": False})
+    assert a.loss == b.loss and a.loss != c.loss and a.loss != ordered.loss
+    half = gradcli.descend(SEED_LOSS, steps=5, seed=3, **kw)
+    rest = gradcli.descend(SEED_LOSS, steps=4, seed=3, resume=half,
+                           **{k: v for k, v in kw.items() if k not in ("w", "b")})
+    np.testing.assert_array_equal(rest.params["w"], a.params["w"])
+    assert half.loss + rest.loss[1:] == a.loss
+
+
+def test_batch_columns_from_npz_with_matrices(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 3))
+    t = X @ np.array([1.0, -2.0, 0.5])
+    f = tmp_path / "d.npz"
+    np.savez(f, X=X, t=t)
+    r = cli("descend", "mean((X @ w - t)**2)", "--params", "w", "--init", "zeros",
+            "--shape", "w=3", "--batch", f, "--batch-size", "5", "--steps", "400",
+            "--lr", "0.1", "--format", "json")
+    assert r.code == 0, r.err
+    np.testing.assert_allclose(json.loads(r.out)["params"]["w"], [1, -2, 0.5], atol=1e-3)
+
+
+# ---------------------------------------------------------------- starting values
+
+def test_init_shapes_and_seed():
+    kw = dict(params="W,b", x=[1.0, 2.0], steps=0)
+    text = "sum(tanh(W @ x + b))"
+    z = gradcli.descend(text, init="zeros", shapes={"W": (3, 2), "b": (3,)}, **kw)
+    assert z.params["W"].shape == (3, 2) and not z.params["W"].any()
+    a = gradcli.descend(text, init="xavier", seed=1, shapes={"W": (3, 2), "b": (3,)}, **kw)
+    b = gradcli.descend(text, init="xavier", seed=1, shapes={"W": (3, 2), "b": (3,)}, **kw)
+    np.testing.assert_array_equal(a.params["W"], b.params["W"])
+    assert np.all(np.abs(a.params["W"]) <= math.sqrt(6 / 5))
+    n = gradcli.descend(text, init="normal", seed=1, shapes={"W": (3, 2), "b": (3,)}, **kw)
+    assert n.params["W"].shape == (3, 2) and np.std(n.params["W"]) > 0
+    r = cli("descend", text, "--params", "W,b", "x=[1,2]", "--init", "xavier", "--shape",
+            "W=3,2", "--shape", "b=3", "--steps", "0", "--format", "json", "--seed", "1")
+    assert r.code == 0, r.err
+    np.testing.assert_array_equal(json.loads(r.out)["params"]["W"], a.params["W"])
+
+
+def test_bad_input_is_one_clear_error():
+    base = ["descend", SEED_LOSS, "x=[1,2,3,4]", "y=[2,3,4,5]"]
+    bad(cli(*base, "--params", "w,q", "w=0", "b=0"), "--params q", "no variable q")
+    bad(cli(*base, "--params", "w,b", "w=0"), "parameter b has no starting value", "--init")
+    bad(cli(*base, "--params", "w,b", "w=0", "b=0", "--shape", "w=x"), "--shape")
+    bad(cli(*base, "--params", "w,b", "w=0", "b=0", "--save", "fit.txt"), ".json or an .npz")
+    bad(cli(*base, "--params", "w,b", "w=0", "b=0", "--plot", "c.gif"), ".png")
+    bad(cli(*base, "--params", "w,w", "w=0", "b=0"), "twice")
+    bad(cli(*base, "--params", "w,b", "w=0", "b=0", "--batch-size", "2"), "--batch FILE")
+    bad(cli(*base, "--params", "w,b", "w=0", "b=0", "--lr", "nan"), "--lr")
+    bad(cli(*base, "--params", "w,b", "w=0", "b=0", "--optimizer", "momentum", "--nesterov",
+            "--momentum", "0"), "Nesterov")

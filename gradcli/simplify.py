@@ -48,6 +48,11 @@ class _Ops:
         self.reshape = getattr(oplib, "reshape", None)
         self.sum_all = getattr(oplib, "sum_all", None)
         self.outer = getattr(oplib, "outer", None)
+        self.transpose = getattr(oplib, "transpose", None)
+        self.concat = getattr(oplib, "concat", None)
+        self.index_grad = getattr(oplib, "index_grad", None)
+        self.index = getattr(oplib, "index", None)
+        self.stack = getattr(oplib, "stack", None)
 
 
 _OPS = None
@@ -150,6 +155,10 @@ def rewrite(b, op, inputs, params, shape):
         return _neg(b, inputs[0], O)
     if op in (O.sum_to, O.broadcast_to, O.reshape) and op is not None:
         return _shape_op(b, op, inputs[0], params, shape, O)
+    if not op.public and op not in (O.index, O.stack):
+        got = _public(b, op, inputs, params, shape, O)
+        if got is not None:
+            return got
     if op is O.matmul and O.matmul is not None:
         if any(is_zero(i) for i in inputs):
             return b.const(0.0, shape)
@@ -160,12 +169,23 @@ def rewrite(b, op, inputs, params, shape):
 def _unbroadcast_inputs(b, inputs, shape, O):
     """The inputs of an elementwise op without the broadcasts it does by itself."""
     new = list(inputs)
+    if not any((x.op is oplib.CONST and x.shape) or x.op is O.broadcast_to
+               or x.op is O.reshape or x.op is O.stack for x in inputs):
+        return new
     for k, x in enumerate(inputs):
         inner = None
         if x.op is oplib.CONST and x.value.ndim == 0 and x.shape != ():
             inner = b.const(x.value)
         elif x.op is O.broadcast_to and O.broadcast_to is not None:
             inner = x.inputs[0]
+        elif x.op is O.stack and len(x.inputs) == 1 and x.inputs[0].shape == ():
+            inner = x.inputs[0]  # [v] broadcasts as v does
+        elif x.op is O.reshape and O.reshape is not None:
+            # a reshape that only puts length-1 axes in front: broadcasting does that
+            v = x.inputs[0]
+            lead = len(x.shape) - len(v.shape)
+            if lead > 0 and x.shape[lead:] == v.shape and all(n == 1 for n in x.shape[:lead]):
+                inner = v
         if inner is None:
             continue
         trial = new[:k] + [inner] + new[k + 1:]
@@ -207,29 +227,33 @@ def _fits(s, shape):
 TERMS = 6
 
 
-def _terms(s, sign, out, O, limit):
-    """Flatten s (a sum of differences) into out as (coefficient, term); False if too big."""
-    todo = [(s, sign)]
-    while todo:
-        t, sg = todo.pop()
-        if t.op is O.add or t.op is O.sub:
-            a, c = t.inputs
-            todo.append((c, sg if t.op is O.add else -sg))
-            todo.append((a, sg))
-            continue
-        if len(out) >= limit:
-            return False
-        c, rest = coefficient(t, O)
-        out.append((sg * c, rest))
-    return True
+def _terms(b, s, O):
+    """s as a list of (coefficient, term) when it is a sum of at most TERMS terms, else
+    None; kept per node, so a long sum costs one look per node."""
+    cache = b.terms
+    got = cache.get(s.id, False)
+    if got is not False:
+        return got
+    if s.op is O.add or s.op is O.sub:
+        a, c = s.inputs
+        ta, tc = _terms(b, a, O), _terms(b, c, O)
+        if ta is None or tc is None or len(ta) + len(tc) > TERMS:
+            got = None
+        else:
+            got = ta + (tc if s.op is O.add else [(-k, t) for k, t in tc])
+    else:
+        got = [coefficient(s, O)]
+    cache[s.id] = got
+    return got
 
 
 def _collect(b, x, y, sign, shape, O):
     """x + sign * y with like terms gathered (2*a - b + a is 3*a - b), or None when no two
     terms are alike."""
-    terms = []
-    if not (_terms(x, 1.0, terms, O, TERMS) and _terms(y, sign, terms, O, TERMS)):
+    tx, ty = _terms(b, x, O), _terms(b, y, O)
+    if tx is None or ty is None or len(tx) + len(ty) > TERMS or len(tx) + len(ty) < 3:
         return None
+    terms = tx + [(sign * k, t) for k, t in ty]
     seen = {}
     merged = []
     for c, t in terms:
@@ -424,11 +448,104 @@ def _outer(b, x, y, shape, O):
     return b.apply(O.outer, (u, v))
 
 
+# ---------------------------------------------------------------- internal ops, public form
+#
+# The gradient rules use a few ops the language does not take (they have no syntax for
+# their static arguments).  Where one has an equal form in public ops, the node is made in
+# that form, so the printed derivative reads back: an axis permutation (swapaxes,
+# moveaxis, ...) is a transpose; the adjoint of indexing is a concat with zeros.
+
+def _public(b, op, inputs, params, shape, O):
+    if op is O.index_grad and O.index_grad is not None:
+        return _index_adjoint(b, inputs[0], params[0], tuple(params[1]), O)
+    if len(inputs) == 1 and O.transpose is not None:
+        return _permutation(b, op, inputs[0], params, shape, O)
+    return None
+
+
+def _permutation(b, op, x, params, shape, O):
+    """transpose(x, perm) when op moves x's axes and nothing else (found by running it on
+    numbered elements, so no op is known by name)."""
+    n = len(x.shape)
+    if n < 1 or n > 5 or sorted(shape) != sorted(x.shape):
+        return None
+    numbered = np.arange(int(np.prod(x.shape)), dtype=np.float64).reshape(x.shape)
+    try:
+        got = np.asarray(b.forward(op, [numbered], params))
+    except Exception:
+        return None
+    import itertools
+
+    for perm in itertools.permutations(range(n)):
+        if tuple(x.shape[p] for p in perm) == shape and \
+                np.array_equal(np.transpose(numbered, perm), got):
+            if perm == tuple(range(n)):
+                return x
+            if perm == tuple(range(n - 1, -1, -1)):
+                return b.apply(O.transpose, (x,), (None,))
+            return b.apply(O.transpose, (x,), (perm,))
+    return None
+
+
+def _index_adjoint(b, g, key, shape, O):
+    """index_grad(g, key, shape), zeros with g at ``key``, as concats of g with zeros, for
+    keys of integers, step-1 slices, None and ``...``; None for other keys."""
+    if O.concat is None or O.reshape is None:
+        return None
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        i = key.index(Ellipsis)
+        named = sum(1 for k in key if k is not None and k is not Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - named) + key[i + 1:]
+    # g's shape per axis of the result (an integer's axis has length 1; None's is dropped)
+    spans = []
+    axis = 0
+    for k in key:
+        if k is None:
+            continue
+        if axis >= len(shape):
+            return None
+        n = shape[axis]
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step != 1:
+                return None
+            spans.append((start, max(stop, start)))
+        elif isinstance(k, (int, np.integer)):
+            i = int(k) % n
+            spans.append((i, i + 1))
+        else:
+            return None
+        axis += 1
+    spans += [(0, n) for n in shape[len(spans):]]
+    inner = tuple(stop - start for start, stop in spans)
+    if int(np.prod(inner)) != g.size:
+        return None
+    x = g if g.shape == inner else b.apply(O.reshape, (g,), (inner,))
+    for ax, (start, stop) in enumerate(spans):
+        n = shape[ax]
+        if (start, stop) == (0, n):
+            continue
+        parts = []
+        cur = list(x.shape)
+        if start:
+            cur[ax] = start
+            parts.append(b.const(0.0, tuple(cur)))
+        parts.append(x)
+        if stop < n:
+            cur[ax] = n - stop
+            parts.append(b.const(0.0, tuple(cur)))
+        x = b.apply(O.concat, tuple(parts), (ax,))
+    return x
+
+
 def _shape_op(b, op, x, params, shape, O):
     if x.shape == shape:
         return x
     if op is O.sum_to and shape == () and O.sum_all is not None:
         return b.apply(O.sum_all, (x,), O.sum_all.defaults)
+    if op is O.reshape and shape == (1,) and x.shape == () and O.stack is not None:
+        return b.apply(O.stack, (x,))  # [x]
     if op is O.reshape and x.op is O.matmul and O.matmul is not None:
         got = _matvec(b, x, shape, O)
         if got is not None:

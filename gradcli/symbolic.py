@@ -148,6 +148,7 @@ class Builder:
         self.nodes = []
         self.table = {}
         self.dtype = dtype
+        self.terms = {}  # sym id -> its terms as a sum (simplify's like terms), or None
 
     # -- sources
     def var(self, name, probe):
@@ -186,11 +187,11 @@ class Builder:
 
     # -- ops
     def forward(self, op, xs, params):
+        # (callers run under np.errstate(all="ignore"): a probe may be outside a domain)
         saved = oplib.tracer
         oplib.tracer = None
         try:
-            with np.errstate(all="ignore"):
-                return op.forward(*xs, *params)
+            return op.forward(*xs, *params)
         finally:
             oplib.tracer = saved
 
@@ -449,8 +450,13 @@ def derivative_syms(lifted, wrt=None, order=1):
                 raise BindingError(f"--order {order}: {n} has shape {t.shape}; repeated "
                                    f"derivatives need a scalar variable (use hessian)")
     seed = b.const(1.0, out.shape)
+    present = [t for t in targets if t is not None]
+    if order == 1:  # one reverse pass for every target
+        grads = iter(backward(b, out, seed, present))
+        return names, [next(grads) if t is not None else b.const(0.0, ())
+                       for t in targets], warnings
     results = []
-    for n, t in zip(names, targets):
+    for t in targets:
         if t is None:
             results.append(b.const(0.0, ()))
             continue
@@ -543,6 +549,18 @@ class Derivatives:
         return f"d/d{name}" if self.order == 1 else f"d{self.order}/d{name}{self.order}"
 
 
+def _quiet(f):
+    """Run under np.errstate(all="ignore"): values at the probe point may leave a domain."""
+    import functools
+
+    @functools.wraps(f)
+    def run(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return f(*args, **kwargs)
+    return run
+
+
+@_quiet
 def diff(program, bindings=None, /, *, wrt=None, order=1, output=None, dtype="float64",
          ops=None, **values):
     """The derivatives of the output with respect to ``wrt`` as expressions.
@@ -655,6 +673,7 @@ def _hessian_setup(program, bindings, wrt, output, dtype, ops):
     return lifted, names, targets, list(lifted.evaluation.warnings) + warnings
 
 
+@_quiet
 def hvp(program, bindings=None, /, *, vector, wrt=None, output=None, dtype="float64",
         ops=None, **values):
     """The Hessian-vector product H v without building H (as JAX's ``hvp``): ``vector`` is
@@ -672,6 +691,8 @@ def hvp(program, bindings=None, /, *, vector, wrt=None, output=None, dtype="floa
 
 
 def _vectors(vector, names, targets, dtype):
+    """One array per variable from ``vector``: a dict by name, a list or tuple in ``wrt``
+    order, or one array (a variable's shape, or every element flattened in C order)."""
     from .values import as_array
 
     if isinstance(vector, dict):
@@ -679,24 +700,34 @@ def _vectors(vector, names, targets, dtype):
         if missing:
             raise BindingError(f"--vector: no value for {', '.join(missing)}")
         items = [vector[n] for n in names]
-    elif len(names) == 1 and not isinstance(vector, (list, tuple)) or len(names) == 1 and \
-            np.shape(vector) == targets[0].shape:
-        items = [vector]
-    else:
+    elif isinstance(vector, (list, tuple)) and len(vector) == len(names) and len(names) > 1:
         items = list(vector)
+    else:
+        flat = np.asarray(as_array(vector, "--vector"), dtype=dtype)
+        sizes = [t.size for t in targets]
+        if len(targets) == 1 and flat.shape == targets[0].shape:
+            items = [flat]
+        elif flat.size == sum(sizes):
+            flat = flat.reshape(-1)
+            cuts = np.cumsum([0] + sizes)
+            items = [flat[cuts[k]:cuts[k + 1]] for k in range(len(sizes))]
+        else:
+            what = ", ".join(f"{n} {t.shape}" for n, t in zip(names, targets))
+            raise BindingError(f"--vector has {flat.size} elements; the variables ({what}) "
+                               f"have {sum(sizes)} together")
     out = []
     for n, t, v in zip(names, targets, items):
         v = np.asarray(as_array(v, f"--vector {n}"), dtype=dtype)
         if v.shape != t.shape:
-            if v.size == int(np.prod(t.shape, dtype=np.int64)):
-                v = v.reshape(t.shape)
-            else:
-                raise BindingError(f"--vector: {n} has shape {t.shape} but the vector for it "
-                                   f"has shape {v.shape}")
+            if v.size != t.size:
+                raise BindingError(f"--vector: {n} has shape {t.shape} but its part of the "
+                                   f"vector has shape {v.shape}")
+            v = v.reshape(t.shape)
         out.append(v)
     return out
 
 
+@_quiet
 def hessian(program, bindings=None, /, *, wrt=None, vector=None, diag=False, output=None,
             dtype="float64", ops=None, **values):
     """Second derivatives of a scalar output at the bindings.

@@ -387,10 +387,11 @@ class Program:
                     return name
 
         taken_names = set()
+        statements = {}
         for i in self.order:
             s = nodes[i]
-            text, _ = self._node(LANGUAGE, s, inline)
-            inline[i] = (text, self._prec(s))
+            text, prec = self._node(LANGUAGE, s, inline)
+            inline[i] = (text, prec)
             if uses[i] >= 2 and s.op is not oplib.VAR and len(text) > INLINE and \
                     not (s.op is oplib.CONST and s.value.ndim == 0 and s.shape == ()):
                 label = s.label
@@ -398,7 +399,9 @@ class Program:
                 if label:
                     taken_names.add(label)
                 self.named[i] = name
+                statements[i] = LANGUAGE.statement(name, text)
                 inline[i] = (name, ATOM)
+        self._language = (inline, statements)
 
     # -- one node
     def _prec(self, s):
@@ -456,6 +459,8 @@ class Program:
     def _texts(self, d):
         """Every reachable node's reference text in dialect d (a name for statements) and
         the statement texts, in order."""
+        if d is LANGUAGE:
+            return self._language
         nodes = self.builder.nodes
         done = {}
         statements = {}
@@ -610,3 +615,76 @@ def diff_python(d, **options):
 
 DIFF_FORMATS = {"text": diff_text, "json": diff_json, "latex": diff_latex,
                 "python": diff_python}
+
+
+def _elements(variables):
+    """Labels of every element, variables in order, C order: x, W[0,0], W[0,1], ..."""
+    out = []
+    for name, shape in variables:
+        if shape == ():
+            out.append(name)
+        else:
+            out.extend(f"{name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*shape))
+    return out
+
+
+#: A full Hessian is drawn as a table up to this many rows; bigger ones are summarised.
+TABLE_MAX = 12
+
+
+def hessian_table(h, **options):
+    """The Hessian for people: a matrix table, the diagonal, or the product H v."""
+    from . import text as fmt
+    from .layout import Line, Table
+
+    items = [Line(f"{h.output_name} = {fmt.array(h.value)}")]
+    labels = _elements(h.variables)
+    if h.product is not None:
+        t = Table("variable", ("(H v)", "right"))
+        for name, _ in h.variables:
+            t.add_row(name, fmt.array(h.product[name]))
+        items.append(t)
+        return items
+    if h.diagonal is not None:
+        t = Table("element", (f"d2{h.output_name}/dx2", "right"))
+        for lab, v in zip(labels, h.diagonal):
+            t.add_row(lab, fmt.num(v))
+        items.append(t)
+        return items
+    m = h.matrix
+    if len(labels) <= TABLE_MAX:
+        t = Table("", *[(lab, "right") for lab in labels])
+        for lab, row in zip(labels, m):
+            t.add_row(lab, *[fmt.num(v) for v in row])
+        items.append(t)
+    else:
+        items.append(Line(f"Hessian: {len(labels)}×{len(labels)} (too big for a table; "
+                          f"--format json gives every entry, --diag the diagonal)"))
+        d = np.diag(m)
+        items.append(Line(f"diagonal: {fmt.array(d)}"))
+        ev = np.linalg.eigvalsh((m + m.T) / 2) if np.isfinite(m).all() else None
+        if ev is not None:
+            items.append(Line(f"eigenvalues: {fmt.num(ev[0])} to {fmt.num(ev[-1])}"))
+    if h.asymmetry is not None:
+        items.append(Line(f"symmetric: max |H - H^T| = {fmt.num(h.asymmetry)}"))
+    return items
+
+
+def hessian_json(h, **options):
+    import json
+
+    from ..values import to_json
+
+    obj = {"output": h.output_name, "value": to_json(h.value),
+           "variables": [{"name": n, "shape": list(s)} for n, s in h.variables]}
+    if h.matrix is not None:
+        obj["hessian"] = to_json(h.matrix)
+        obj["asymmetry"] = to_json(h.asymmetry)
+    if h.diagonal is not None:
+        obj["diagonal"] = to_json(h.diagonal)
+    if h.product is not None:
+        obj["product"] = {n: to_json(v) for n, v in h.product.items()}
+    return json.dumps(obj, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+HESSIAN_FORMATS = {"table": hessian_table, "json": hessian_json}

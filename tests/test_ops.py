@@ -1006,3 +1006,286 @@ def test_gradients_are_independent_writeable_arrays(expr, shapes):
     again = gradcli.grad(expr, **b)
     for n, g in snap.items():
         np.testing.assert_array_equal(again.gradients[n], g)
+
+
+# ====================================================================== what check needs
+
+def _first_case_per_key():
+    seen, out = set(), []
+    for c in CASES:
+        for k in c.covers:
+            if k not in seen:
+                seen.add(k)
+                out.append(c)
+                break
+    return out
+
+
+CHECK_CASES = _first_case_per_key()
+
+
+@pytest.mark.parametrize("case", _params(CHECK_CASES))
+@pytest.mark.parametrize("how", ["central", "complex", "fast"])
+def test_check_passes_on_every_op(case, how):
+    """gradcli check (its plans, batched forwards, complex-step forwards) on every op."""
+    kw = {"fast": True} if how == "fast" else {"method": how}
+    r = gradcli.check(case.expr, **case.bindings, **kw)
+    assert r.ok, (case.expr, how)
+
+
+def _op_nodes():
+    """(case, node) for the first node of every op in the cases, with its input values."""
+    seen, out = set(), []
+    for c in CASES:
+        ev = gradcli.evaluate(c.expr, **c.bindings)
+        for i in ev.order:
+            node = ev.graph.nodes[i]
+            if node.inputs and id(node.op) not in seen:
+                seen.add(id(node.op))
+                out.append(pytest.param(c, i, id=f"{node.op.name}/{node.op.arity}-{c.id}"))
+    return out
+
+
+@pytest.mark.parametrize("case, i", _op_nodes())
+def test_batched_forward_matches_one_at_a_time(case, i):
+    """op.batch: each input in turn (then all) carries a leading axis of 3 copies."""
+    ev = gradcli.evaluate(case.expr, **case.bindings)
+    node = ev.graph.nodes[i]
+    op = node.op
+    xs = [ev.values[j] for j in node.inputs]
+    ndims = tuple(np.ndim(x) for x in xs)
+    rng = np.random.default_rng(i)
+    patterns = [tuple(k == m for k in range(len(xs))) for m in range(len(xs))]
+    patterns.append(tuple(True for _ in xs))
+    for flags in patterns:
+        fn = op.batch(op.forward, flags, ndims, node.params) if op.batch else None
+        if fn is None:
+            continue
+        stacks = [np.stack([x + 1e-3 * rng.normal(size=np.shape(x)) * (b + 1)
+                            for b in range(3)]) if f else x for x, f in zip(xs, flags)]
+        got = fn(*stacks)
+        for b in range(3):
+            want = op.forward(*[s[b] if f else s for s, f in zip(stacks, flags)], *node.params)
+            np.testing.assert_allclose(got[b], want, rtol=1e-12, atol=1e-12,
+                                       err_msg=f"{op.name} flags={flags}")
+
+
+@pytest.mark.parametrize("case, i", _op_nodes())
+def test_complex_step_forward_matches_the_forward_and_its_derivative(case, i):
+    """op.cforward at x + ih v: the real part is the forward, imag / h the directional
+    derivative (compared with central differences of the forward)."""
+    ev = gradcli.evaluate(case.expr, **case.bindings)
+    node = ev.graph.nodes[i]
+    op = node.op
+    xs = [np.asarray(ev.values[j], dtype=np.float64) for j in node.inputs]
+    rng = np.random.default_rng(i)
+    # no step along an input that gets no gradient (where's condition: 0 stays 0)
+    vs = [rng.normal(size=np.shape(x)) * (k >= len(op.formulas) or op.formulas[k] != "0")
+          for k, x in enumerate(xs)]
+    h = 1e-20
+    c = op.cforward(*[x + 1j * h * v for x, v in zip(xs, vs)], *node.params)
+    f0 = op.forward(*xs, *node.params)
+    np.testing.assert_allclose(np.real(c), f0, rtol=1e-12, atol=1e-12)
+    e = 1e-6
+    fd = (op.forward(*[x + e * v for x, v in zip(xs, vs)], *node.params)
+          - op.forward(*[x - e * v for x, v in zip(xs, vs)], *node.params)) / (2 * e)
+    np.testing.assert_allclose(np.imag(c) / h, fd, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case, i", _op_nodes())
+def test_kink_side_runs_on_the_inputs(case, i):
+    ev = gradcli.evaluate(case.expr, **case.bindings)
+    node = ev.graph.nodes[i]
+    if node.op.kink_side is None:
+        return
+    xs = [ev.values[j] for j in node.inputs]
+    side = np.asarray(node.op.kink_side(*xs, *node.params))
+    assert np.array_equal(side, np.asarray(node.op.kink_side(*xs, *node.params)))
+
+
+# ====================================================================== more conventions
+
+@pytest.mark.parametrize("expr, x, slope", [
+    ("leaky_relu(x)", 0.0, 0.01),
+    ("leaky_relu(x, negative_slope=0.2)", 0.0, 0.2),
+    ("leaky_relu(x, 0.2)", -1.0, 0.2),
+    ("elu(x)", 0.0, 1.0),
+    ("elu(x, alpha=0.5)", 0.0, 0.5),
+    ("elu(x, alpha=0.5)", -1.0, 0.5 * math.exp(-1)),
+    ("relu6(x)", 0.0, 0.0), ("relu6(x)", 6.0, 0.0), ("relu6(x)", 3.0, 1.0),
+    ("hardtanh(x)", -1.0, 0.0), ("hardtanh(x)", 1.0, 0.0), ("hardtanh(x)", 0.5, 1.0),
+    ("hardtanh(x, min_val=-2, max_val=3)", 3.0, 0.0),
+    ("hardtanh(x, min_val=-2, max_val=3)", 2.5, 1.0),
+    ("sign(x)", 0.0, 0.0), ("floor(x)", 1.0, 0.0), ("ceil(x)", 1.0, 0.0),
+    ("round(x)", 0.5, 0.0), ("step(x)", 0.0, 0.0),
+    ("norm(x)", 0.0, 0.0),
+    ("clip(x, -1, 1)", -1.0, 1.0), ("clip(x, -1, 1)", 1.0, 1.0), ("clip(x, -1, 1)", 2.0, 0.0),
+    ("clamp(x, 0, 2)", 0.0, 1.0),
+    ("(x < 1) + (x <= 1) + (x > 1) + (x >= 1) + (x == 1) + (x != 1)", 1.0, 0.0),
+    ("where(x > 0, x * 3, x * 5)", 0.0, 5.0),
+    ("where(x > 0, x * 3, x * 5)", 0.5, 3.0),
+])
+def test_more_kink_conventions(expr, x, slope):
+    g = float(gradcli.grad(expr, x=x).gradients["x"])
+    assert g == pytest.approx(slope, abs=1e-15)
+
+
+def test_norm_at_zero_is_zero_elementwise():
+    r = gradcli.grad("norm(x)", x=[0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(r.gradients["x"], [0.0, 0.0, 0.0])
+    r = gradcli.grad("sum(norm(x, axis=1))", x=[[0.0, 0.0], [3.0, 4.0]])
+    np.testing.assert_allclose(r.gradients["x"], [[0, 0], [0.6, 0.8]])
+
+
+def test_clip_sends_the_gradient_to_the_active_bound():
+    r = gradcli.grad("sum(clip(x, lo, hi))", x=[-2.0, -1.0, 0.0, 1.0, 2.0], lo=-1.0, hi=1.0)
+    np.testing.assert_array_equal(r.gradients["x"], [0, 1, 1, 1, 0])
+    assert float(r.gradients["lo"]) == 1.0 and float(r.gradients["hi"]) == 1.0
+    r = gradcli.grad("clip(x, lo, hi)", x=0.5, lo=1.0, hi=0.0)  # lo > hi: hi, as PyTorch
+    assert float(r.value) == 0.0 and float(r.gradients["hi"]) == 1.0
+    assert float(r.gradients["x"]) == 0.0 and float(r.gradients["lo"]) == 0.0
+
+
+def test_where_passes_nothing_to_the_condition_and_broadcasts():
+    r = gradcli.grad("sum(where(c, a, b))", c=[1.0, 0.0, 2.0], a=5.0, b=[1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(r.gradients["c"], [0, 0, 0])
+    assert float(r.gradients["a"]) == 2.0
+    np.testing.assert_array_equal(r.gradients["b"], [0, 1, 0])
+
+
+@pytest.mark.parametrize("x, grad", [
+    ([2.0, 3.0, 4.0], [12.0, 8.0, 6.0]),
+    ([2.0, 0.0, 4.0], [0.0, 8.0, 0.0]),    # one zero: the product of the others there
+    ([0.0, 0.0, 4.0], [0.0, 0.0, 0.0]),    # two zeros: 0 everywhere
+])
+def test_prod_with_zeros_gives_pytorch_values(x, grad):
+    r = gradcli.grad("prod(x)", x=x)
+    np.testing.assert_allclose(r.gradients["x"], grad)
+
+
+def test_prod_along_an_axis_with_zeros():
+    r = gradcli.grad("sum(prod(x, 1))", x=[[2.0, 0.0, 4.0], [1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(r.gradients["x"], [[0, 8, 0], [6, 3, 2], [0, 0, 0]])
+
+
+def test_cumprod_with_zeros_gives_exact_values():
+    x = np.array([2.0, 0.0, 3.0, 4.0])
+    r = gradcli.grad("sum(cumprod(x, 0))", x=x)
+    # out = [2, 0, 0, 0]: d/dx0 = 1, d/dx1 = 2 + 2*3 + 2*3*4 = 32, d/dx2 = d/dx3 = 0
+    np.testing.assert_allclose(r.gradients["x"], [1.0, 32.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("expr, x, want", [
+    ("max(x, axis=1)", [[1.0, 3.0, 3.0], [5.0, 1.0, 0.0]], [[0, 0.5, 0.5], [1, 0, 0]]),
+    ("min(x, axis=0)", [[1.0, 3.0], [1.0, 0.0]], [[0.5, 0], [0.5, 1]]),
+    ("max(x, axis=(0, 1))", [[2.0, 2.0], [1.0, 2.0]], [[1 / 3, 1 / 3], [0, 1 / 3]]),
+    ("max(x, axis=1, keepdims=true)", [[4.0, 4.0]], [[0.5, 0.5]]),
+])
+def test_reductions_along_an_axis_split_ties_evenly(expr, x, want):
+    np.testing.assert_allclose(gradcli.grad(expr, x=x).gradients["x"], want, rtol=1e-12)
+
+
+def test_var_and_std_use_correction_one_by_default():
+    x = np.array([[1.0, 2.0, 4.0], [0.0, 3.0, 3.0]])
+    r = gradcli.evaluate("var(x)", x=x)
+    assert float(r.value) == pytest.approx(np.var(x, ddof=1))
+    r = gradcli.evaluate("std(x, 1, correction=0, keepdims=true)", x=x)
+    np.testing.assert_allclose(r.value, np.std(x, axis=1, keepdims=True))
+
+
+# ====================================================================== stability, values
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_softmax_family_is_stable_along_any_axis(axis):
+    X = np.array([[1000.0, -1000.0], [1000.0, 1000.0]])
+    for name in ("softmax", "log_softmax", "logsumexp"):
+        r = gradcli.grad(f"sum({name}(X, axis={axis}) * W)", X=X,
+                         W=np.array([[1.0, 2.0], [3.0, 4.0]]))
+        assert np.all(np.isfinite(r.value)), name
+        assert np.all(np.isfinite(r.gradients["X"])), name
+    r = gradcli.evaluate("logsumexp(X, axis=0)", X=X)
+    np.testing.assert_allclose(r.value, [1000 + math.log(2), 1000.0])
+    r = gradcli.evaluate("log_softmax(X, 1)", X=X)
+    np.testing.assert_allclose(r.value, [[0.0, -2000.0], [-math.log(2), -math.log(2)]])
+
+
+@pytest.mark.parametrize("x", [-6.0, -3.0, -2.9, -1.0, -1e-3, 0.0, 0.3, 2.5, 3.0, 3.1, 5.0, 27.0])
+def test_erf_and_gelu_to_double_precision(x):
+    assert float(gradcli.evaluate("erf(x)", x=x).value) == pytest.approx(math.erf(x),
+                                                                           rel=1e-13, abs=1e-300)
+    phi = 0.5 * (1 + math.erf(x / math.sqrt(2)))
+    assert float(gradcli.evaluate("gelu(x)", x=x).value) == pytest.approx(x * phi, rel=1e-13,
+                                                                            abs=1e-300)
+    t = 0.5 * x * (1 + math.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    assert float(gradcli.evaluate('gelu(x, approximate="tanh")', x=x).value) == \
+        pytest.approx(t, rel=1e-13, abs=1e-300)
+
+
+def test_conv2d_matches_a_direct_loop():
+    rng = np.random.default_rng(5)
+    x, w, b = rng.normal(size=(2, 3, 7, 6)), rng.normal(size=(4, 3, 3, 2)), rng.normal(size=4)
+    got = gradcli.evaluate("conv2d(x, w, b, stride=(2, 1), padding=1)", x=x, w=w, b=b).value
+    xp = np.pad(x, [(0, 0), (0, 0), (1, 1), (1, 1)])
+    H, W = (7 + 2 - 3) // 2 + 1, (6 + 2 - 2) // 1 + 1
+    want = np.zeros((2, 4, H, W))
+    for i in range(H):
+        for j in range(W):
+            patch = xp[:, :, 2 * i:2 * i + 3, j:j + 2]
+            want[:, :, i, j] = np.einsum("ncpq,ocpq->no", patch, w) + b
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_conv1d_matches_numpy_correlate():
+    rng = np.random.default_rng(6)
+    x, w = rng.normal(size=(1, 1, 9)), rng.normal(size=(1, 1, 4))
+    got = gradcli.evaluate("conv1d(x, w)", x=x, w=w).value
+    np.testing.assert_allclose(got[0, 0], np.correlate(x[0, 0], w[0, 0], "valid"), rtol=1e-12)
+
+
+@pytest.mark.parametrize("expr, shapes, words", [
+    ("conv2d(x, w)", [(1, 3, 5, 5), (2, 2, 3, 3)], "x has 3 channels"),
+    ("conv2d(x, w)", [(3, 5, 5), (2, 3, 3, 3)], "x must be (N, C, H, W)"),
+    ("conv2d(x, w, b)", [(1, 3, 5, 5), (2, 3, 3, 3), (3,)], "bias must have shape (2,)"),
+    ("conv1d(x, w)", [(1, 1, 2), (1, 1, 3)], "larger than"),
+    ('einsum("ij,jk->ik", a, b)', [(2, 3), (4, 5)], "subscript 'j' is 3 long in operand 1"),
+    ('einsum("ij,j->i", a, b)', [(2, 3), (3, 1)], "operand 2 has shape (3, 1)"),
+    ("sum(x, 2)", [(3, 4)], "axis 2 is out of range for shape (3, 4)"),
+    ("softmax(x, axis=-3)", [(3, 4)], "axis -3 is out of range for shape (3, 4)"),
+    ("reshape(x, (5, -1))", [(3, 4)], "cannot reshape shape (3, 4)"),
+    ("reshape(x, (-1, -1))", [(3, 4)], "at most one -1"),
+    ("transpose(x, (0, 0))", [(3, 4)], "not a permutation"),
+    ("det(x)", [(3, 4)], "square matrix"),
+    ("solve(a, b)", [(3, 3), (4,)], "b's length must be 3"),
+    ("concat(a, b, axis=1)", [(3, 4), (2, 4)], "item 2 has shape (2, 4)"),
+    ("stack(a, b)", [(3, 4), (2, 4)], "item 2 has shape (2, 4)"),
+    ("x[5]", [(3,)], "does not fit shape (3,)"),
+])
+def test_bad_shapes_are_clear_errors_with_a_caret(expr, shapes, words):
+    names = "xwb" if expr.startswith("conv") or expr[0] == "x" or expr.startswith(
+        ("sum", "softmax", "reshape", "transpose", "det")) else "ab"
+    rng = np.random.default_rng(0)
+    b = {n: rng.normal(size=s) for n, s in zip(names, shapes)}
+    with pytest.raises(gradcli.errors.EvalError) as e:
+        gradcli.evaluate(expr, **b)
+    assert words in str(e.value)
+    assert str(e.value).splitlines()[-1].strip() == "^"
+
+
+# ====================================================================== printing ops back
+
+@pytest.mark.parametrize("program", [
+    "sum(x, axis=1, keepdims=true)", "mean(x, axis=(0, 1))", "var(x, axis=0, correction=0)",
+    "leaky_relu(x, negative_slope=0.2)", 'gelu(x, approximate="tanh")', "max(x, axis=1)",
+    'einsum("ij,j->i", x, y)', "reshape(x, (2, -1))", "transpose(x, axes=(1, 0))",
+    "x[:, None]", "x[1:, ::2]", "x[..., 0]", "concat(x, y, axis=1)", "cumsum(x, 0)",
+    "conv2d(x, y, stride=2, padding=1)", "x < y", "where(x, y, x)", "softmax(x)",
+    "clip(x, y, x)", "-x", "x @ y", "tril(x, diagonal=-1)", "unsqueeze(x, 0)",
+])
+def test_every_op_prints_back_to_the_same_program(program):
+    g = gradcli.compile(program)
+    node = g.nodes[g.output]
+    text = node.op.text([g.source(j) for j in node.inputs], node.params)
+    again = gradcli.compile(text)
+    n2 = again.nodes[again.output]
+    assert n2.op is node.op and n2.params == node.params and text.replace(" ", "") == \
+        program.replace(" ", "")

@@ -16,6 +16,8 @@ still too many), with a note saying so.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..ops import CONST, VAR
@@ -28,6 +30,13 @@ __all__ = ["dot", "evaluation", "gradients", "check", "picture", "to_dot", "repr
 MAX_NODES = 150
 #: Labels longer than this are clipped with an ellipsis (the whole text goes in a tooltip).
 LABEL = 40
+#: A value feeding more boxes than this is drawn again next to each further consumer
+#: (a dashed copy): one node wired to every statement makes Graphviz's layout quadratic.
+FAN_OUT = 8
+#: Past this many boxes Graphviz is told to spend less effort on edge crossings.
+BIG = 60
+#: Lines of a label past this length are clipped (gradient sums, array previews).
+LONG = 64
 #: Elements an array edge label previews.
 PREVIEW = 4
 
@@ -40,9 +49,10 @@ OUT = "#2c3e50"
 class Box:
     """One drawn vertex: its id, shape, label lines and marks."""
 
-    __slots__ = ("id", "shape", "lines", "output", "mark", "tooltip")
+    __slots__ = ("id", "shape", "lines", "output", "mark", "tooltip", "copy")
 
-    def __init__(self, id, shape, lines, output=False, mark=None, tooltip=None):
+    def __init__(self, id, shape, lines, output=False, mark=None, tooltip=None, copy=False):
+        self.copy = copy        # another drawing of a value that feeds many nodes
         self.id = id            # "n7", "s7" (a statement), "more"
         self.shape = shape      # "ellipse", "box", "note"
         self.lines = lines      # [(text, "bold"|"plain"|"grad")]
@@ -69,18 +79,16 @@ def clip(s, limit=LABEL):
 
 def value_text(v):
     """A value for an edge label: a number, or shape and a short preview."""
+    t = type(v)
+    if t is np.ndarray and v.ndim == 0 or t is float or t is np.float64 or t is int:
+        x = float(v)
+        return "0" if x == 0 else format(x, ".6g")   # as text.num, inline: the hot path
     if v is None:
         return None
-    if isinstance(v, float):
-        return fmt.num(v)
-    if not isinstance(v, (np.ndarray, np.generic, int, list)):  # a trace's Peek of an array
+    if not isinstance(v, (np.ndarray, np.generic, list)):  # a trace's Peek of an array
         from .table import _cell
 
         return _cell(v)
-    if isinstance(v, int):
-        return fmt.num(v)
-    if isinstance(v, np.ndarray) and v.ndim == 0:
-        return fmt.num(v)
     return fmt.array(v, small=PREVIEW)
 
 
@@ -155,11 +163,58 @@ def picture(src, *, collapse=False, max_nodes=MAX_NODES, fold_constants=True, ma
                          f"{max_nodes}: drawn as one box per statement (--max-nodes 0 draws "
                          f"every node)")
     marks = marks or {}
-    if collapse:
-        _collapsed(pic, src, folded, max_nodes, marks)
-    else:
-        _per_node(pic, src, folded, marks)
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()  # many small objects, no cycles: the collector would only rescan the graph
+    try:
+        if collapse:
+            _collapsed(pic, src, folded, max_nodes, marks)
+        else:
+            _per_node(pic, src, folded, marks)
+        _copies(pic)
+        _clip_lines(pic)
+    finally:
+        if was:
+            gc.enable()
     return pic
+
+
+def _clip_lines(pic):
+    """Clip label lines past LONG characters; the whole text goes in the tooltip."""
+    for b in pic.boxes:
+        if any(len(t) > LONG for t, _ in b.lines):
+            if not b.tooltip:
+                b.tooltip = "\n".join(t for t, _ in b.lines)
+            b.lines = [(clip(t, LONG), st) for t, st in b.lines]
+
+
+def _copies(pic):
+    """Draw a value that feeds more than FAN_OUT boxes again (dashed) beside each consumer
+    after the first, so the layout needs no edge that spans the whole picture."""
+    fan = {}
+    for a, b, _, back in pic.edges:
+        if not back:
+            fan.setdefault(a, []).append(b)
+    many = {a: bs for a, bs in fan.items() if len(set(bs)) > FAN_OUT}
+    if not many:
+        return
+    first = {a: bs[0] for a, bs in many.items()}
+    boxes = {b.id: b for b in pic.boxes}
+    made = set()
+    edges = []
+    for a, b, label, back in pic.edges:
+        if a in many and b != first[a]:
+            c = f"{a}_{b}"
+            if c not in made:
+                made.add(c)
+                orig = boxes[a]
+                pic.boxes.append(Box(c, orig.shape, orig.lines[:1], copy=True,
+                                     tooltip=f"{orig.lines[0][0]} again (it feeds "
+                                             f"{len(set(many[a])):,} boxes)"))
+            a = c
+        edges.append((a, b, label, back))
+    pic.edges = edges
 
 
 def _source_lines(src, i):
@@ -188,10 +243,9 @@ def _total_grad(src, i):
     return f"{head} = {fan} = {total}" if fan else f"{head} = {total}"
 
 
-def _op_lines(src, i, folded):
+def _op_lines(src, i, folded, text):
     graph = src.graph
     node = graph.nodes[i]
-    text = graph.source(i)
     lines = [(node.op.name, "bold")]
     said = clip(f"{node.name} = {text}") if node.name and text and text != node.name else \
         clip(node.name or text)
@@ -222,7 +276,10 @@ def _per_node(pic, src, folded, marks):
     nodes = graph.nodes
     tr = src.trace
     grads = src.grads
+    values = src.values
     boxes, edges = pic.boxes, pic.edges
+    said = {}   # node id -> its value's label (a value feeds many nodes)
+    out = src.output
     for i in src.order:
         if i in folded:
             continue
@@ -230,17 +287,28 @@ def _per_node(pic, src, folded, marks):
         nid = f"n{i}"
         mark = marks.get(i)
         if not node.inputs:
-            lines = _out_lines(src, i, _source_lines(src, i))
-            boxes.append(Box(nid, "ellipse", lines, i == src.output, *(mark or (None, None))))
+            lines = _source_lines(src, i)
+            if i == out or grads is not None:
+                lines = _out_lines(src, i, lines)
+            boxes.append(Box(nid, "ellipse", lines, i == out, *(mark or (None, None))))
             continue
-        lines = _out_lines(src, i, _op_lines(src, i, folded))
-        tip = mark[1] if mark else (graph.source(i) if len(graph.source(i)) > LABEL else None)
-        boxes.append(Box(nid, "box", lines, i == src.output, mark[0] if mark else None, tip))
+        text = graph.source(i)
+        lines = _op_lines(src, i, folded, text)
+        if i == out or grads is not None:
+            lines = _out_lines(src, i, lines)
+        tip = mark[1] if mark else (text if len(text) > LABEL else None)
+        boxes.append(Box(nid, "box", lines, i == out, mark[0] if mark else None, tip))
         down = tr.down.get(i, {}) if tr is not None else {}
         for k, j in enumerate(node.inputs):
             if j in folded:
                 continue
-            edges.append((f"n{j}", nid, value_text(src.value(j)), False))
+            if values is None:
+                label = None
+            else:
+                label = said.get(j)
+                if label is None:
+                    label = said[j] = value_text(values[j])
+            edges.append((f"n{j}", nid, label, False))
             if grads is not None:
                 d = down.get(k)
                 if d is not None:
@@ -334,14 +402,22 @@ def _collapsed(pic, src, folded, max_nodes, marks):
 
 # ---------------------------------------------------------------- DOT
 
+_HTML = re.compile(r'[&<>"]')
+_QUOTED = re.compile(r'["\\\n\r]')
+
+
 def html(s):
     """Text for an HTML-like label: & < > and quotes escaped."""
+    if _HTML.search(s) is None:
+        return s
     return (s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;"))
 
 
 def quoted(s):
     """A DOT double-quoted string (also an escString: backslashes doubled)."""
+    if _QUOTED.search(s) is None:
+        return f'"{s}"'
     return '"' + (s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
                   .replace("\r", "")) + '"'
 
@@ -349,36 +425,49 @@ def quoted(s):
 _STYLE = {"bold": "<B>{}</B>", "plain": "{}", "grad": f'<FONT COLOR="{BACK}">{{}}</FONT>'}
 
 
-def _html_label(lines):
-    return "<" + "<BR/>".join(_STYLE[style].format(html(t)) for t, style in lines) + ">"
-
-
 def to_dot(pic):
     """DOT text of a picture: one statement per line, in the picture's order."""
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        return _to_dot(pic)
+    finally:
+        if was:
+            gc.enable()
+
+
+def _to_dot(pic):
     title = " ".join(pic.title.split())
+    effort = ", mclimit=0.1, nslimit=2, nslimit1=2" if len(pic.boxes) > BIG else ""
     out = [f"// gradcli: {clip(title, 70)}",
            "digraph gradcli {",
-           '  graph [rankdir=LR, fontname="Helvetica", nodesep=0.3, ranksep=0.5];',
+           f'  graph [rankdir=LR, fontname="Helvetica", nodesep=0.3, ranksep=0.5{effort}];',
            '  node [fontname="Helvetica", fontsize=11, margin="0.12,0.06"];',
            '  edge [fontname="Helvetica", fontsize=9, arrowsize=0.7];']
+    add = out.append
+    style = _STYLE
     for b in pic.boxes:
-        attrs = [f"shape={b.shape}", f"label={_html_label(b.lines)}"]
+        label = "<BR/>".join(style[st].format(html(t)) for t, st in b.lines)
+        line = f"  {b.id} [shape={b.shape}, label=<{label}>"
         if b.output:
-            attrs.append(f'peripheries=2, penwidth=1.6, color="{OUT}"')
+            line += f', peripheries=2, penwidth=1.6, color="{OUT}"'
         if b.mark:
-            attrs.append(f'style=filled, fillcolor="{FAIL if b.mark == "fail" else KINK}"')
-        elif b.shape == "note":
-            attrs.append('style=dashed')
+            line += f', style=filled, fillcolor="{FAIL if b.mark == "fail" else KINK}"'
+        elif b.shape == "note" or b.copy:
+            line += ", style=dashed"
         if b.tooltip:
-            attrs.append(f"tooltip={quoted(b.tooltip)}")
-        out.append(f"  {b.id} [{', '.join(attrs)}];")
-    for a, b, label, back in pic.edges:
-        attrs = []
-        if back:
-            attrs.append(f'dir=back, style=dashed, color="{BACK}", fontcolor="{BACK}"')
-        if label is not None:
-            attrs.append(f"label={quoted(label)}")
-        out.append(f"  {a} -> {b}" + (f" [{', '.join(attrs)}];" if attrs else ";"))
+            line += f", tooltip={quoted(b.tooltip)}"
+        add(line + "];")
+    back = f'dir=back, style=dashed, color="{BACK}", fontcolor="{BACK}"'
+    for a, b, label, is_back in pic.edges:
+        if label is None:
+            add(f"  {a} -> {b} [{back}];" if is_back else f"  {a} -> {b};")
+        elif is_back:
+            add(f"  {a} -> {b} [{back}, label={quoted(label)}];")
+        else:
+            add(f"  {a} -> {b} [label={quoted(label)}];")
     out.append("}")
     return "\n".join(out) + "\n"
 

@@ -108,3 +108,12 @@ def show(items, stream=None):
                 console.print(text, soft_wrap=True, markup=False)
                 continue
         console.print(_rich(item))
+
+
+_SETTINGS = {"color": "auto", "width": None}
+
+
+def configure(color="auto", width=None):
+    """``--color auto|always|never`` and ``--width N`` for the tables drawn from now on."""
+    _SETTINGS["color"] = color or "auto"
+    _SETTINGS["width"] = width

@@ -1,0 +1,1592 @@
+"""Many points at once: the chunk kernel of ``--batch`` and ``--sweep``, and batch I/O.
+
+A batch is a program run at many points.  The points go through the engine in chunks, as a
+**leading batch axis**: every variable that changes from point to point (a CSV column, a
+sweep axis) holds an array of shape ``(B,) + its own shape``; everything else (the bindings
+given on the command line, the constants, every node that depends on neither) is computed
+once.  Each op runs once per chunk on the stacked values, never once per point:
+
+* elementwise ops broadcast the batch axis by themselves (a batched input of lower rank gets
+  length-1 axes after the batch axis first, so ``x + W`` with a scalar x per point and a
+  fixed vector W lines up); their local gradients do the same, and the downstream gradient
+  is summed back to the batched input's shape;
+* other ops use the batched forward the checker uses (``op.batch``) and the batched VJPs of
+  :data:`_BATCHED_VJPS`; an op that has neither (a custom op, an op added to the library
+  without them) runs point by point *for that op only*, so the results stay right and the
+  rest of the program stays vectorised.
+
+:class:`Kernel` is that pass, compiled once for a program; :func:`batch` is the library call
+(``gradcli.batch``: arrays in, arrays out, a pure function of its chunk, so it maps over a
+cluster's partitions as it is).  The readers stream CSV with a header, JSON Lines and
+``.npy``/``.npz`` arrays chunk by chunk (memory stays flat however long the input), and the
+writers put out CSV, JSON Lines or ``.npz``, in input order.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import operator
+import os
+import sys
+import warnings as pywarnings
+
+import numpy as np
+
+from . import ops as oplib
+from .errors import BindingError, EvalError, GradcliError, clip, did_you_mean, name_list
+
+__all__ = ["batch", "Kernel", "BatchResult", "iter_chunks", "open_points", "Points",
+           "BadRow", "sweep_points", "parse_sweep", "Writer", "writer_for", "CHUNK",
+           "column_names"]
+
+#: Rows per chunk: large enough that NumPy's per-call cost vanishes, small enough that a
+#: chunk of a few columns stays a few megabytes.
+CHUNK = 65536
+
+DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+# ================================================================ the kernel
+
+class BatchResult(dict):
+    """One chunk's results: a dict of columns (``f``, ``d_x``, ...: each an array with the
+    batch axis first), with ``.value`` (the output), ``.gradients`` (name -> array) and
+    ``.output_name``.  ``pandas.DataFrame(result)`` works when every column is 1-D."""
+
+    def __init__(self, output_name, value, gradients):
+        super().__init__()
+        self.output_name = output_name
+        self.value = value
+        self.gradients = gradients
+        self[output_name] = value
+        for name, g in gradients.items():
+            self[f"d_{name}"] = g
+
+
+def column_names(output_name, wrt):
+    """The names of a batch's output columns: the output's, then ``d_NAME`` per gradient."""
+    return [output_name] + [f"d_{n}" for n in wrt]
+
+
+class Kernel:
+    """A program compiled for batches: ``kernel(points) -> BatchResult``.
+
+    ``names``: the variables that change from point to point (``points`` maps each to an
+    array whose first axis is the batch).  ``fixed``: the other bindings, the same at every
+    point.  ``wrt``: the names to differentiate with respect to (default: ``names``);
+    ``grad=False`` runs the forward pass only.
+    """
+
+    def __init__(self, graph, names, fixed=None, *, wrt=None, grad=True, upstream=None,
+                 output=None, dtype="float64", source=None):
+        from . import engine
+
+        self.graph = graph
+        self.dtype = _dtype(dtype)
+        self.grad = grad
+        self.warnings = list(getattr(graph, "warnings", ()))
+        fixed = dict(fixed or {})
+        self.out, self.output_name = engine.resolve_output(graph, output)
+        order = graph.ancestors(self.out)
+        self.order = order
+        nodes = graph.nodes
+        variables = graph.variables
+        names = list(names)
+        source = source or "the batch"
+        both = [n for n in names if n in fixed]
+        if both:
+            n = both[0]
+            raise BindingError(f"{clip(n, 40)} is bound twice: it is a column of {source} and "
+                               f"bound on the command line ({_binding_text(fixed, n)}); give "
+                               f"each name one value")
+        needed = [nodes[i].name for i in order if nodes[i].op is oplib.VAR]
+        missing = [n for n in needed if n not in fixed and n not in names]
+        if missing:
+            cols = name_list(names) or "none"
+            hint = did_you_mean(missing[0], names + list(fixed))
+            raise BindingError(
+                f"unbound variable{'s' * (len(missing) > 1)}: "
+                f"{', '.join(clip(m, 40) for m in missing[:20])}{hint}: not a column of "
+                f"{source} (columns: {cols}) and not bound on the command line")
+        for n in names:
+            if n not in variables:
+                why = (f"'{n}' is a constant in the language" if n in ("pi", "e")
+                       else "the program does not use it" if n not in graph.names
+                       else "it names a statement of the program, not an input")
+                self.warnings.append(f"column {clip(n, 40)} of {source} is not used: {why}")
+            elif variables[n] not in set(order):
+                self.warnings.append(f"column {clip(n, 40)} of {source} is not used: the "
+                                     f"output does not depend on it")
+        for n in fixed:
+            if n not in variables or variables[n] not in set(order):
+                why = (f"'{n}' is a constant in the language" if n in ("pi", "e")
+                       else "the program does not use it" if n not in graph.names
+                       else "the output does not depend on it")
+                self.warnings.append(f"binding {clip(n, 40)} is not used: {why}")
+        self.names = [n for n in names if n in variables and variables[n] in set(order)]
+        # what to differentiate with respect to: node ids (None: the output does not need it)
+        self.targets = {}
+        if grad:
+            self.targets = self._targets(wrt if wrt is not None else self.names, order)
+        self.wrt = list(self.targets)
+        # batched[i]: node i differs from point to point; a target that would not (a fixed
+        # binding, a value that depends on none of the columns) is made to, by broadcasting
+        in_order = set(order)
+        batched = bytearray(len(nodes))
+        for n in self.names:
+            batched[variables[n]] = 1
+        for i in order:
+            if not batched[i] and any(batched[j] for j in nodes[i].inputs):
+                batched[i] = 1
+        self.forced = {i for i in self.targets.values() if i is not None and not batched[i]}
+        for i in self.forced:
+            batched[i] = 1
+        for i in order:
+            if not batched[i] and any(batched[j] for j in nodes[i].inputs):
+                batched[i] = 1
+        self.batched = batched
+        # everything that is the same at every point: computed once, here
+        static = {n: _cast(fixed[n], self.dtype, n, self.warnings) for n in needed
+                  if n in fixed}
+        self.values = [None] * (order[-1] + 1)
+        self.states = {}
+        self._run_static(static)
+        self.steps = [i for i in order if batched[i] and i not in self.forced
+                      and nodes[i].op is not oplib.VAR]
+        self._ranks = None
+        self.upstream = None
+        if upstream is not None:
+            from .values import as_array
+
+            self.upstream = np.asarray(as_array(upstream, "--upstream"), dtype=self.dtype)
+        self._fns = {}
+        self.fallbacks = set()    # ops that ran point by point (no batched rule)
+        self.trouble = {}         # node id -> [kind, rows] for nan/inf made by an op
+        self.rows = 0
+        self.seed_is_ones = None
+
+    # ------------------------------------------------------------ setup
+
+    def _targets(self, wrt, order):
+        graph = self.graph
+        variables = graph.variables
+        ran = set(order)
+        targets = {}
+        for name in wrt:
+            i = variables.get(name)
+            if i is None:
+                i = graph.names.get(name)
+            if i is None:
+                choices = name_list(variables) or "none"
+                named = name_list(n for n in graph.names if n not in variables)
+                raise BindingError(
+                    f"--wrt {clip(name, 40)}: the program has no variable or value named "
+                    f"{clip(name, 40)}{did_you_mean(name, list(graph.names))} (variables: "
+                    f"{choices}" + (f"; named values: {named})" if named else ")"))
+            if i not in ran:
+                self.warnings.append(f"{self.output_name} does not depend on {name}: its "
+                                     f"gradient is 0")
+                i = None
+            targets[name] = i
+        return targets
+
+    def _run_static(self, static):
+        from . import engine
+
+        nodes, values, batched = self.graph.nodes, self.values, self.batched
+        i = None
+        try:
+            with np.errstate(all="ignore"):
+                for i in self.order:
+                    node = nodes[i]
+                    op = node.op
+                    if op is oplib.VAR:
+                        if node.name in static:
+                            values[i] = static[node.name]
+                    elif op is oplib.CONST:
+                        values[i] = node.value if self.dtype is np.float64 \
+                            else node.value.astype(self.dtype)
+                    elif not any(batched[j] and j not in self.forced
+                                 for j in node.inputs) and (not batched[i] or i in self.forced):
+                        xs = [values[j] for j in node.inputs]
+                        if op.gate is None:
+                            values[i] = op.forward(*xs, *node.params)
+                        else:
+                            self.states[i], values[i] = engine.gate_forward(
+                                self.graph, node, xs, self.dtype)
+        except GradcliError:
+            raise
+        except Exception as e:
+            raise _failure(self.graph, nodes[i], values, e) from e
+
+    # ------------------------------------------------------------ one chunk
+
+    def __call__(self, points):
+        """Run one chunk: ``points`` maps each of :attr:`names` to an array ``(B, ...)``."""
+        graph, nodes = self.graph, self.graph.nodes
+        B = None
+        values = list(self.values)
+        variables = graph.variables
+        for n in self.names:
+            if n not in points:
+                raise BindingError(f"no values for {clip(n, 40)} in this chunk")
+            v = np.asarray(points[n])
+            if v.dtype != self.dtype:
+                v = _cast(v, self.dtype, n, self.warnings)
+            if v.ndim == 0:
+                raise BindingError(f"{clip(n, 40)}: a batch needs an array with a leading "
+                                   f"batch axis, got a scalar")
+            if B is None:
+                B = v.shape[0]
+            elif v.shape[0] != B:
+                raise BindingError(f"{clip(n, 40)} has {v.shape[0]} points but "
+                                   f"{clip(self.names[0], 40)} has {B}")
+            values[variables[n]] = v
+        if B is None:  # no column varies (a program of fixed bindings): one point per row
+            B = next((len(np.asarray(v)) for v in points.values()), 1)
+        for i in self.forced:  # a fixed value we differentiate with respect to
+            v = values[i]
+            values[i] = np.broadcast_to(v, (B,) + np.shape(v))
+        if self._ranks is None:
+            self.prepare(points)
+        states = dict(self.states)
+        self._forward(values, states, B)
+        out = values[self.out]
+        if not self.batched[self.out]:
+            out = np.broadcast_to(out, (B,) + np.shape(out))
+            values[self.out] = out
+        gradients = {}
+        if self.grad:
+            gradients = self._backward(values, states, B)
+        self.rows += B
+        value = np.array(out, dtype=self.dtype)
+        return BatchResult(self.output_name, value, gradients)
+
+    def _forward(self, values, states, B):
+        from . import engine
+
+        graph, nodes, batched = self.graph, self.graph.nodes, self.batched
+        trouble = []
+        i = -1
+
+        def on_fp_error(kind, flag):
+            trouble.append((i, kind))
+
+        old = np.seterrcall(on_fp_error)
+        try:
+            with np.errstate(over="call", invalid="call", divide="call", under="ignore"), \
+                    pywarnings.catch_warnings():
+                pywarnings.simplefilter("ignore")
+                for i in self.steps:
+                    node = nodes[i]
+                    op = node.op
+                    xs = [values[j] for j in node.inputs]
+                    flags = [batched[j] for j in node.inputs]
+                    if op.gate is not None:
+                        values[i] = self._per_point_gate(node, xs, flags, states, B)
+                    elif op.partials is not None:
+                        values[i] = op.forward(*_aligned(xs, flags, self._ndims(node)),
+                                               *node.params)
+                    else:
+                        fn = self._batched_forward(node)
+                        if fn is None:
+                            values[i] = self._per_point(node, xs, flags, B)
+                        else:
+                            values[i] = fn(*xs)
+        except GradcliError:
+            raise
+        except Exception as e:
+            raise _failure(graph, nodes[i], _one_point(values, batched), e) from e
+        finally:
+            np.seterrcall(old)
+        for i, kind in dict.fromkeys(trouble):
+            v = values[i]
+            if v is None or np.asarray(v).dtype.kind != "f":
+                continue
+            bad = ~np.isfinite(v)
+            rows = int(np.count_nonzero(bad.reshape(B, -1).any(axis=1))) if v.ndim else 0
+            t = self.trouble.setdefault((i, kind), [0])
+            t[0] += rows
+
+    def _ndims(self, node):
+        return self._ranks[node.id]
+
+    def _batched_forward(self, node):
+        key = node.id
+        if key in self._fns:
+            return self._fns[key]
+        op = node.op
+        fn = None
+        if op.batch is not None:
+            flags = tuple(bool(self.batched[j]) for j in node.inputs)
+            try:
+                fn = op.batch(op.forward, flags, self._ranks[node.id], node.params)
+            except Exception:
+                fn = None
+        if fn is None:
+            self.fallbacks.add(op.name)
+        self._fns[key] = fn
+        return fn
+
+    def _per_point(self, node, xs, flags, B):
+        """An op with no batched rule: run it point by point (this op only)."""
+        op = node.op
+        outs = [op.forward(*[x[b] if f else x for x, f in zip(xs, flags)], *node.params)
+                for b in range(B)]
+        return np.stack([np.asarray(o) for o in outs]) if outs else np.zeros((0,))
+
+    def _per_point_gate(self, node, xs, flags, states, B):
+        from . import engine
+
+        self.fallbacks.add(node.op.name)
+        insts, outs = [], []
+        for b in range(B):
+            inst, out = engine.gate_forward(self.graph, node,
+                                            [x[b] if f else x for x, f in zip(xs, flags)],
+                                            self.dtype)
+            insts.append(inst)
+            outs.append(out)
+        states[node.id] = insts
+        return np.stack(outs) if outs else np.zeros((0,), dtype=self.dtype)
+
+    # ------------------------------------------------------------ reverse
+
+    def _backward(self, values, states, B):
+        from . import engine
+
+        graph, nodes, batched = self.graph, self.graph.nodes, self.batched
+        order = self.order
+        need = bytearray(len(nodes))
+        for i in self.targets.values():
+            if i is not None:
+                need[i] = 1
+        for i in order:
+            if not need[i] and batched[i]:
+                for j in nodes[i].inputs:
+                    if need[j]:
+                        need[i] = 1
+                        break
+        out = values[self.out]
+        shape = out.shape[1:]
+        if self.upstream is None:
+            seed = np.ones(out.shape, dtype=self.dtype)
+            self.seed_is_ones = shape != ()
+        else:
+            up = self.upstream
+            if up.shape != shape:
+                if up.shape != ():
+                    raise BindingError(f"--upstream has shape {up.shape} but the output "
+                                       f"{self.output_name} has shape {shape}")
+            seed = np.array(np.broadcast_to(up, out.shape), dtype=self.dtype)
+            self.seed_is_ones = False
+        grads = [None] * len(values)
+        if need[self.out]:
+            grads[self.out] = seed
+        i = None
+        try:
+            with np.errstate(all="ignore"):
+                for i in reversed(order):
+                    g = grads[i]
+                    node = nodes[i]
+                    if g is None or not node.inputs or not batched[i] or i in self.forced:
+                        continue
+                    self._backward_node(node, g, grads, values, need, states, B)
+        except GradcliError:
+            raise
+        except Exception as e:
+            raise _failure(graph, nodes[i], _one_point(values, batched), e, "backward") from e
+        gradients, seen = {}, set()
+        for name, i in self.targets.items():
+            g = grads[i] if i is not None else None
+            if g is None:
+                if i is not None:
+                    shape = np.shape(values[i])[1:]
+                else:
+                    shape = self._shape_of(name, values, B)
+                g = np.zeros((B,) + shape, dtype=self.dtype)
+            elif not (isinstance(g, np.ndarray) and g.flags.writeable and g.flags.owndata) \
+                    or id(g) in seen or g.dtype != self.dtype:
+                g = np.array(g, dtype=self.dtype)
+            seen.add(id(g))
+            gradients[name] = g
+        return gradients
+
+    def _shape_of(self, name, values, B):
+        i = self.graph.variables.get(name)
+        if i is not None and values[i] is not None:
+            v = values[i]
+            return v.shape[1:] if name in self.names else np.shape(v)
+        if name in self.graph.variables:
+            return ()
+        from . import engine
+
+        j = self.graph.names[name]
+        if j < len(values) and values[j] is not None:
+            return np.shape(values[j])[1:] if self.batched[j] else np.shape(values[j])
+        return ()
+
+    def _backward_node(self, node, g, grads, values, need, states, B):
+        from . import engine
+
+        op = node.op
+        xs = [values[j] for j in node.inputs]
+        flags = [self.batched[j] for j in node.inputs]
+        y = values[node.id]
+        ks = [k for k, j in enumerate(node.inputs) if need[j]]
+        if not ks:
+            return
+        if op.gate is not None:  # a custom op: its backward, point by point
+            insts = states[node.id]
+            per = []
+            for b in range(B):
+                xb = [x[b] if f else x for x, f in zip(xs, flags)]
+                per.append(engine.gate_backward(self.graph, node, insts[b], g[b], xb))
+            ds = {k: np.stack([p[k] for p in per]) if per else
+                  np.zeros((0,) + np.shape(xs[k])[1:]) for k in ks}
+        elif op.partials is not None:
+            ax = _aligned(xs, flags, self._ndims(node))
+            ds = {}
+            for k in ks:
+                p = op.partials[k]
+                if p.__class__ is int:
+                    d = g if p == 1 else -g
+                else:
+                    d = g * p(y, *ax)
+                target = np.shape(ax[k])
+                if d.shape != target:
+                    d = oplib._sum_to(d, target) if hasattr(oplib, "_sum_to") else \
+                        oplib.sum_to(d, target)
+                    d = np.reshape(d, target)
+                ds[k] = np.reshape(d, np.shape(xs[k]))
+        else:
+            rule = _BATCHED_VJPS.get(op)
+            got = None
+            if rule is not None:
+                full = [x if f else np.broadcast_to(x, (B,) + np.shape(x))
+                        for x, f in zip(xs, flags)]
+                got = rule(g, y, full, node.params, ks)
+            if got is None:
+                self.fallbacks.add(op.name)
+                got = {}
+                for k in ks:
+                    got[k] = np.stack([
+                        np.asarray(op.vjps[k](g[b], y[b],
+                                              *[x[b] if f else x for x, f in zip(xs, flags)],
+                                              *node.params))
+                        for b in range(B)]) if B else np.zeros((0,) + np.shape(xs[k])[1:])
+            ds = got
+        for k in ks:
+            j = node.inputs[k]
+            d = ds[k]
+            grads[j] = d if grads[j] is None else grads[j] + d
+
+    # ------------------------------------------------------------ after the run
+
+    def run_warnings(self):
+        """The run's warnings, nan/inf made by an op counted over every row so far."""
+        out = list(self.warnings)
+        from .engine import _FP_WORDS
+
+        graph = self.graph
+        for (i, kind), (rows,) in self.trouble.items():
+            node = graph.nodes[i]
+            where = f" outside its domain ({node.op.domain})" if node.op.domain and \
+                kind == "invalid value" else ""
+            what = _FP_WORDS.get(kind, kind)
+            count = f" in {rows:,} of {self.rows:,} rows" if rows else ""
+            out.append(f"node {i} {graph.source(i, 40)} ({node.op.name}){where} {what}{count}")
+        return out
+
+    def prepare(self, points):
+        """Learn each node's per-point rank from a chunk (before the first call)."""
+        self._ranks = _point_ranks(self, points)
+
+
+def _point_ranks(kernel, points):
+    """node id -> per-point ranks of its inputs: from one point run through the engine."""
+    graph, nodes = kernel.graph, kernel.graph.nodes
+    shapes = {}
+    for i in kernel.order:
+        node = nodes[i]
+        if node.op is oplib.VAR:
+            if node.name in kernel.names:
+                shapes[i] = np.shape(points[node.name])[1:]
+            else:
+                shapes[i] = np.shape(kernel.values[i])
+        elif node.op is oplib.CONST:
+            shapes[i] = np.shape(node.value)
+    ranks = {}
+    # shapes of the other nodes: evaluate one point with the per-point engine's shapes
+    one = {n: np.asarray(points[n])[0] if len(np.asarray(points[n])) else
+           np.zeros(np.shape(points[n])[1:]) for n in kernel.names}
+    vals = list(kernel.values)
+    for n in kernel.names:
+        vals[graph.variables[n]] = one[n]
+    with np.errstate(all="ignore"), pywarnings.catch_warnings():
+        pywarnings.simplefilter("ignore")
+        for i in kernel.order:
+            node = nodes[i]
+            if node.op in (oplib.VAR, oplib.CONST) or not kernel.batched[i] \
+                    or i in kernel.forced:
+                continue
+            xs = [vals[j] for j in node.inputs]
+            ranks[i] = tuple(np.ndim(x) for x in xs)
+            try:
+                if node.op.gate is not None:
+                    from . import engine
+
+                    vals[i] = engine.gate_forward(graph, node, xs, kernel.dtype)[1]
+                else:
+                    vals[i] = node.op.forward(*xs, *node.params)
+            except GradcliError:
+                raise
+            except Exception as e:
+                raise _failure(graph, node, vals, e) from e
+    return ranks
+
+
+def _aligned(xs, flags, ndims):
+    """Elementwise inputs with the batch axis lined up: a batched input of lower rank than
+    the op's result gets length-1 axes after its batch axis."""
+    n = max((d for d in ndims if d is not None), default=0)
+    out = []
+    for x, f, d in zip(xs, flags, ndims):
+        if f and d is not None and d < n:
+            x = x.reshape(x.shape[:1] + (1,) * (n - d) + x.shape[1:])
+        out.append(x)
+    return out
+
+
+def _one_point(values, batched):
+    """Values as one point (the first) for error messages that show shapes."""
+    out = []
+    for k, v in enumerate(values):
+        if v is not None and k < len(batched) and batched[k] and np.ndim(v) and len(v):
+            v = v[0]
+        out.append(v)
+    return out
+
+
+def _failure(graph, node, values, e, stage="forward"):
+    from . import engine
+
+    make = getattr(engine, "_op_failure", None)
+    if make is not None:
+        try:
+            return make(graph, node, values, e, stage)
+        except Exception:
+            pass
+    return EvalError(f"{graph.source(node.id, 40)} ({node.op.name}): {e}", graph.text,
+                     node.start)
+
+
+def _dtype(dtype):
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise BindingError(f"dtype {dtype!r}: choose float64 or float32")
+        return DTYPES[dtype]
+    return np.dtype(dtype).type
+
+
+def _cast(v, dtype, name, warnings):
+    from .values import as_array
+
+    if isinstance(v, np.ndarray) and v.dtype == dtype:
+        return v
+    a = as_array(v, name)
+    with np.errstate(all="ignore"):
+        cast = a.astype(dtype)
+    if a.dtype.kind == "f" and cast.dtype != a.dtype and \
+            np.count_nonzero(np.isinf(cast)) > np.count_nonzero(np.isinf(a)):
+        warnings.append(f"values of {name} are too large for {np.dtype(dtype).name} and "
+                        f"become inf")
+    return cast
+
+
+def _binding_text(fixed, name):
+    sources = getattr(fixed, "sources", {})
+    return clip(sources.get(name, f"{name}=..."), 40)
+
+
+# ---------------------------------------------------------------- batched VJPs
+#
+# rule(g, out, xs, params, ks) -> {k: downstream gradient} for the inputs ks, where every
+# array carries the batch axis first; None when the rule does not cover these params (the
+# kernel then runs that op point by point).
+
+def _red_axes(params, nd):
+    """Batched axes of a reduction over per-point axis ``params[0]`` (None: all)."""
+    if len(params) > 1:
+        return None
+    axis = params[0] if params else None
+    if axis is None:
+        return tuple(range(1, nd + 1))
+    if isinstance(axis, (int, np.integer)):
+        axis = (int(axis),)
+    if not all(isinstance(a, (int, np.integer)) for a in axis):
+        return None
+    return tuple(sorted((a % nd) + 1 if nd else 1 for a in axis))
+
+
+def _expand(g, axes):
+    for a in axes:
+        g = np.expand_dims(g, a)
+    return g
+
+
+def _vjp_sum(g, out, xs, params, ks):
+    x = xs[0]
+    axes = _red_axes(params, x.ndim - 1)
+    if axes is None:
+        return None
+    return {0: np.array(np.broadcast_to(_expand(g, axes), x.shape))}
+
+
+def _vjp_mean(g, out, xs, params, ks):
+    x = xs[0]
+    axes = _red_axes(params, x.ndim - 1)
+    if axes is None:
+        return None
+    n = int(np.prod([x.shape[a] for a in axes])) if axes else 1
+    return {0: np.broadcast_to(_expand(g, axes), x.shape) / n}
+
+
+def _vjp_extreme(g, out, xs, params, ks):
+    x = xs[0]
+    axes = _red_axes(params, x.ndim - 1)
+    if axes is None:
+        return None
+    hit = (x == _expand(out, axes)).astype(g.dtype)
+    count = np.sum(hit, axis=axes, keepdims=True)
+    return {0: _expand(g, axes) * hit / count}
+
+
+def _vjp_matmul(g, out, xs, params, ks):
+    a, b = xs
+    na, nb = a.ndim - 1, b.ndim - 1
+    res = {}
+    if na == 2 and nb == 2:
+        if 0 in ks:
+            res[0] = np.matmul(g, np.swapaxes(b, -1, -2))
+        if 1 in ks:
+            res[1] = np.matmul(np.swapaxes(a, -1, -2), g)
+    elif na == 1 and nb == 2:
+        if 0 in ks:
+            res[0] = np.einsum("bn,bkn->bk", g, b)
+        if 1 in ks:
+            res[1] = np.einsum("bk,bn->bkn", a, g)
+    elif na == 2 and nb == 1:
+        if 0 in ks:
+            res[0] = np.einsum("bm,bk->bmk", g, b)
+        if 1 in ks:
+            res[1] = np.einsum("bmk,bm->bk", a, g)
+    elif na == 1 and nb == 1:
+        if 0 in ks:
+            res[0] = g[:, None] * b
+        if 1 in ks:
+            res[1] = g[:, None] * a
+    else:
+        return None
+    return res
+
+
+def _vjp_dot(g, out, xs, params, ks):
+    a, b = xs
+    if a.ndim != 2:
+        return None
+    return {k: g[:, None] * (b if k == 0 else a) for k in ks}
+
+
+def _vjp_transpose(g, out, xs, params, ks):
+    if params:
+        return None
+    nd = xs[0].ndim - 1
+    return {0: np.transpose(g, (0,) + tuple(range(nd, 0, -1)))}
+
+
+def _vjp_index(g, out, xs, params, ks):
+    key = params[0] if params else None
+    if not isinstance(key, tuple):
+        key = (key,)
+    x = xs[0]
+    d = np.zeros(x.shape, dtype=g.dtype)
+    d[(slice(None),) + tuple(key)] = g
+    return {0: d}
+
+
+def _vjp_stack(g, out, xs, params, ks):
+    return {k: np.array(g[:, k]) for k in ks}
+
+
+def _vjp_softmax(g, out, xs, params, ks):
+    if params:
+        return None
+    if xs[0].ndim == 1:
+        return {0: np.zeros_like(g)}
+    return {0: out * (g - np.sum(g * out, axis=-1, keepdims=True))}
+
+
+def _vjp_logsumexp(g, out, xs, params, ks):
+    if params:
+        return None
+    x = xs[0]
+    if x.ndim == 1:
+        return {0: np.array(g)}
+    return {0: g[..., None] * np.exp(x - out[..., None])}
+
+
+def _rules():
+    table = {}
+    for name, rule in (("sum_all", _vjp_sum), ("mean", _vjp_mean), ("max_all", _vjp_extreme),
+                       ("min_all", _vjp_extreme), ("matmul", _vjp_matmul), ("dot", _vjp_dot),
+                       ("transpose", _vjp_transpose), ("index", _vjp_index),
+                       ("stack", _vjp_stack), ("softmax", _vjp_softmax),
+                       ("logsumexp", _vjp_logsumexp)):
+        op = getattr(oplib, name, None)
+        if isinstance(op, oplib.Op) and op.partials is None:
+            table[op] = rule
+    return table
+
+
+_BATCHED_VJPS = _rules()
+
+
+# ---------------------------------------------------------------- the library call
+
+_COMPILED = {}
+
+
+def _compiled(program, ops):
+    from .parse import parse
+
+    if not isinstance(program, str):
+        return program
+    key = (program, id(ops))
+    graph = _COMPILED.get(key)
+    if graph is None:
+        if len(_COMPILED) > 64:
+            _COMPILED.clear()
+        graph = _COMPILED[key] = parse(program, ops)
+    return graph
+
+
+def batch(program, points=None, /, *, wrt=None, grad=True, upstream=None, output=None,
+          dtype="float64", ops=None, fixed=None, **columns):
+    """Run ``program`` at many points at once: arrays in, arrays out.
+
+    ``points`` (or keyword arguments) maps each variable that changes from point to point to
+    an array whose first axis is the batch (a dict of NumPy arrays, or anything with
+    ``keys()`` and ``[name]``, such as a pandas DataFrame); ``fixed`` holds bindings that are
+    the same at every point.  The result is a :class:`BatchResult`: a dict of columns
+    ``{output_name: values, "d_x": ..., ...}`` (each with the batch axis first), with
+    ``.value`` and ``.gradients`` as attributes.  ``grad=False`` evaluates only.
+
+    It is a pure function of its chunk, so it maps over partitions as it is::
+
+        ddf.map_partitions(lambda df: pd.DataFrame(gradcli.batch(expr, df)))
+    """
+    merged = {}
+    if points is not None:
+        for k in points.keys():
+            merged[k] = np.asarray(points[k])
+    merged.update({k: np.asarray(v) for k, v in columns.items()})
+    graph = _compiled(program, ops)
+    wrt_list = [w.strip() for w in wrt.split(",") if w.strip()] if isinstance(wrt, str) \
+        else wrt
+    k = Kernel(graph, list(merged), fixed, wrt=wrt_list, grad=grad, upstream=upstream,
+               output=output, dtype=dtype)
+    k.prepare(merged)
+    res = k(merged)
+    res.warnings = k.run_warnings()
+    return res
+
+
+# ================================================================ reading points
+
+class BadRow(BindingError):
+    """A row of a batch file that cannot be read: where it is and what is wrong."""
+
+    def __init__(self, where, line, column, message):
+        self.where, self.line, self.column = where, line, column
+        col = f", column {column}" if column is not None else ""
+        super().__init__(f"{where} line {line}{col}: {message}")
+
+
+class Points:
+    """A stream of points: ``.names`` (the columns) and chunks of them.
+
+    Iterating gives ``(columns, lines)``: ``columns`` maps each name to an array with the
+    batch axis first, ``lines`` the input line of each point (None when the input has no
+    lines).  A bad row raises :class:`BadRow`, or with ``keep_going`` is passed to
+    ``on_bad(bad_row)`` and left out.
+    """
+
+    names: list
+    total = None        # bytes or points to go through, for a progress bar (None: unknown)
+    done = 0
+
+    def __iter__(self):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+def _open_stream(path, what):
+    """A binary stream of a batch file: a regular file, a FIFO (``<(cmd)``) or stdin."""
+    import stat
+
+    if path == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        if sys.stdin is None or sys.stdin.closed:
+            raise BindingError(f"{what}: no standard input to read")
+        if stream is None:  # a text-only stdin (tests): encode it as it comes
+            return io.BytesIO(sys.stdin.read().encode("utf-8", "surrogatepass")), None
+        return stream, None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise BindingError(f"{what}: no such file") from None
+    except OSError as e:
+        raise BindingError(f"{what}: cannot read it: {os.strerror(e.errno)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise BindingError(f"{what}: it is a directory, not a file")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+        raise BindingError(f"{what}: it is not a regular file or a pipe")
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise BindingError(f"{what}: cannot read it: {os.strerror(e.errno)}") from None
+    return f, (st.st_size if stat.S_ISREG(st.st_mode) else None)
+
+
+def _kind(path, head):
+    ext = os.path.splitext(path)[1].lower() if path != "-" else ""
+    if ext in (".npy", ".npz", ".csv"):
+        return ext[1:]
+    if ext in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(b"PK\x03\x04"):
+        return "npz"
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        return "jsonl"
+    return "csv"
+
+
+def open_points(path, names=None, chunk_size=CHUNK, keep_going=False, on_bad=None):
+    """The points of a batch file (CSV with a header, JSON Lines, .npy, .npz; ``-``:
+    stdin, its kind told from its first bytes).  ``names``: the columns wanted (default:
+    all); a wanted name the file lacks is left out, for the caller to report."""
+    what = f"--batch {clip(path, 60)}"
+    stream, size = _open_stream(path, what)
+    head = stream.peek(8)[:8] if hasattr(stream, "peek") else b""
+    if not head and hasattr(stream, "seekable") and stream.seekable():
+        pos = stream.tell()
+        head = stream.read(8)
+        stream.seek(pos)
+    kind = _kind(path, head)
+    if kind in ("npy", "npz"):
+        return _ArrayPoints(stream, path, what, kind, names, chunk_size)
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline=None,
+                            errors="strict")
+    cls = _JsonlPoints if kind == "jsonl" else _CsvPoints
+    return cls(text, stream, size, path, what, names, chunk_size, keep_going, on_bad)
+
+
+def iter_chunks(path, chunk_size=CHUNK, names=None):
+    """Chunks of a batch file: dicts name -> array with a leading batch axis.
+
+    For mini-batches (``gradcli descend``) and any loop over a large file in constant
+    memory; bad rows raise :class:`BadRow`.
+    """
+    points = open_points(path, names, chunk_size)
+    try:
+        for columns, _ in points:
+            yield columns
+    finally:
+        points.close()
+
+
+class _TextPoints(Points):
+    def __init__(self, text, raw, size, path, what, names, chunk_size, keep_going, on_bad):
+        self.text, self.raw, self.total = text, raw, size
+        self.path, self.what = path, what
+        self.chunk_size = max(1, int(chunk_size))
+        self.keep_going, self.on_bad = keep_going, on_bad
+        self.line = 0  # lines read so far
+        self.wanted = names
+
+    def close(self):
+        if self.raw is not getattr(sys.stdin, "buffer", None):
+            try:
+                self.raw.close()
+            except Exception:
+                pass
+
+    def _bad(self, line, column, message):
+        bad = BadRow(self.what, line, column, message)
+        if not self.keep_going:
+            raise bad
+        if self.on_bad is not None:
+            self.on_bad(bad)
+
+    def _lines(self):
+        try:
+            lines = list(itertools.islice(self.text, self.chunk_size))
+        except UnicodeDecodeError as e:
+            raise BindingError(f"{self.what}: not UTF-8 text near line {self.line + 1} "
+                               f"({e.reason})") from None
+        if self.total is not None:
+            try:
+                self.done = self.raw.tell()
+            except (OSError, ValueError):
+                pass
+        return lines
+
+
+def _cell_text(cell):
+    return repr(clip(cell, 40)) if cell.strip() else "an empty cell"
+
+
+class _CsvPoints(_TextPoints):
+    """CSV with a header row: one column per scalar variable."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        import csv
+
+        header = ""
+        while not header.strip():
+            header = self.text.readline()
+            self.line += 1
+            if not header:
+                raise BindingError(f"{self.what}: the file is empty; a batch CSV starts with "
+                                   f"a header row naming its columns (x,y,z)")
+        cells = [c.strip() for c in next(csv.reader([header]))]
+        from .values import normal_name
+
+        cells = [normal_name(c) for c in cells]
+        if all(_is_number(c) for c in cells):
+            raise BindingError(f"{self.what}: the first row ({clip(header.strip(), 40)}) is "
+                               f"numbers, not a header; a batch CSV starts with a row naming "
+                               f"its columns (x,y,z)")
+        for k, c in enumerate(cells):
+            if not c:
+                raise BindingError(f"{self.what}: column {k + 1} of the header has no name")
+            if cells.count(c) > 1:
+                raise BindingError(f"{self.what}: the header names {clip(c, 40)} "
+                                   f"{cells.count(c)} times")
+        self.header = cells
+        self.ncols = len(cells)
+        wanted = self.wanted
+        self.names = [c for c in cells if wanted is None or c in wanted]
+        self.use = [cells.index(n) for n in self.names]
+
+    def __iter__(self):
+        while True:
+            start = self.line + 1
+            lines = self._lines()
+            if not lines:
+                return
+            self.line += len(lines)
+            cols = self._fast(lines)
+            if cols is None:
+                cols, numbers = self._careful(lines, start)
+            else:
+                numbers = None
+            if cols is None:
+                continue
+            if numbers is None:
+                numbers = np.arange(start, start + len(lines))
+            yield cols, numbers
+
+    def _fast(self, lines):
+        """All cells numbers, every line complete: NumPy's C parser on the whole chunk."""
+        n, ncols = len(lines), self.ncols
+        if not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        if ncols > 1:
+            counts = np.fromiter(map(str.count, lines, itertools.repeat(",")), dtype=np.intp,
+                                 count=n)
+            if (counts != ncols - 1).any():
+                return None
+        body = "".join(lines)
+        if '"' in body:
+            return None
+        body = body[:-1].replace("\n", ",")
+        try:
+            with pywarnings.catch_warnings():
+                pywarnings.simplefilter("error")
+                flat = np.fromstring(body, sep=",")
+        except (ValueError, DeprecationWarning):
+            return None
+        if flat.size != n * ncols:
+            return None
+        table = flat.reshape(n, ncols)
+        return {name: np.ascontiguousarray(table[:, k]) for name, k in zip(self.names,
+                                                                             self.use)}
+
+    def _careful(self, lines, start):
+        """Row by row with the csv module: blank lines skipped, each bad cell named."""
+        import csv
+
+        rows = list(csv.reader(lines))
+        keep, numbers = [], []
+        for k, row in enumerate(rows):
+            line = start + k
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != self.ncols:
+                self._bad(line, None, f"{len(row)} cells for {self.ncols} columns "
+                                      f"({', '.join(clip(c, 20) for c in self.header[:8])}"
+                                      f"{', ...' if self.ncols > 8 else ''})")
+                continue
+            ok = True
+            for name, c in zip(self.names, self.use):
+                cell = row[c]
+                if not _is_number(cell):
+                    self._bad(line, name, f"{_cell_text(cell)} is not a number")
+                    ok = False
+                    break
+            if ok:
+                keep.append([row[c] for c in self.use])
+                numbers.append(line)
+        if not keep:
+            return None, None
+        cols = {}
+        for k, name in enumerate(self.names):
+            cols[name] = np.array([r[k].strip() for r in keep], dtype=np.float64)
+        return cols, np.array(numbers)
+
+
+def _is_number(cell):
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+class _JsonlPoints(_TextPoints):
+    """JSON Lines: one object per point, numbers or (nested) lists; "nan"/"inf" strings."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._first = None
+        self.shapes = {}
+        # the names are those of the first object (or the wanted ones it has)
+        while True:
+            line = self.text.readline()
+            if not line:
+                raise BindingError(f"{self.what}: the file holds no points")
+            self.line += 1
+            if line.strip():
+                break
+        obj = self._load_one(line, self.line)
+        if not isinstance(obj, dict):
+            raise BindingError(f"{self.what} line {self.line}: a JSON Lines batch has one "
+                               f"object per line, like {{\"x\": 1, \"y\": 2}}")
+        self.names = [k for k in obj if self.wanted is None or k in self.wanted]
+        self._first = (line, self.line)
+
+    def _load_one(self, line, number):
+        try:
+            return json.loads(line)
+        except ValueError as e:
+            raise BadRow(self.what, number, None, f"not JSON ({e})") from None
+
+    def __iter__(self):
+        pending = [self._first[0]] if self._first else []
+        start = self._first[1] if self._first else self.line + 1
+        self._first = None
+        while True:
+            lines = pending + self._lines()
+            pending = []
+            if not lines:
+                return
+            self.line = start + len(lines) - 1
+            got = self._chunk(lines, start)
+            start = self.line + 1
+            if got is not None:
+                yield got
+
+    def _chunk(self, lines, start):
+        try:
+            rows = _json_rows(lines)
+            get = [list(map(operator.itemgetter(n), rows)) for n in self.names]
+            cols = {}
+            for n, vals in zip(self.names, get):
+                a = np.array(vals, dtype=np.float64)
+                shape = self.shapes.setdefault(n, a.shape[1:])
+                if a.shape[1:] != shape:
+                    raise ValueError
+                cols[n] = a
+            return cols, np.arange(start, start + len(lines))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            pass
+        keep = {n: [] for n in self.names}
+        numbers = []
+        for k, line in enumerate(lines):
+            number = start + k
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                self._bad(number, None, f"not JSON ({e})")
+                continue
+            if not isinstance(obj, dict):
+                self._bad(number, None, "not a JSON object")
+                continue
+            row = {}
+            for n in self.names:
+                if n not in obj:
+                    self._bad(number, n, f"no value for {clip(n, 40)}")
+                    break
+                try:
+                    a = np.array(obj[n], dtype=np.float64)
+                except (ValueError, TypeError):
+                    self._bad(number, n, f"{clip(json.dumps(obj[n]), 40)} is not a number or "
+                                         f"an array of numbers")
+                    break
+                shape = self.shapes.setdefault(n, a.shape)
+                if a.shape != shape:
+                    self._bad(number, n, f"shape {a.shape}, but earlier points have {shape}")
+                    break
+                row[n] = a
+            else:
+                for n in self.names:
+                    keep[n].append(row[n])
+                numbers.append(number)
+        if not numbers:
+            return None
+        return {n: np.stack(v) for n, v in keep.items()}, np.array(numbers)
+
+
+def _json_rows(lines):
+    text = "[" + ",".join(line for line in lines if line.strip()) + "]"
+    if len(text) > 2 and any(not line.strip() for line in lines):
+        raise ValueError  # blank lines: line numbers need the careful path
+    try:
+        import orjson
+    except ImportError:
+        return json.loads(text)
+    return orjson.loads(text)
+
+
+class _ArrayPoints(Points):
+    """``.npy`` (one array: the program's one batched variable, or a structured array with
+    a field per variable) or ``.npz`` (one array per variable), batch axis first."""
+
+    def __init__(self, stream, path, what, kind, names, chunk_size):
+        import tempfile
+        import zipfile
+
+        self.what, self.chunk_size = what, max(1, int(chunk_size))
+        self._tmp = None
+        if path == "-" or not hasattr(stream, "seek") or not _seekable(stream):
+            # stdin or a pipe: spill it to a temporary file to read it by parts
+            tmp = tempfile.TemporaryFile()
+            while True:
+                block = stream.read(1 << 22)
+                if not block:
+                    break
+                tmp.write(block)
+            tmp.seek(0)
+            self._tmp = stream = tmp
+        self.stream = stream
+        self.arrays = {}    # name -> (reader, shape, dtype)
+        if kind == "npz":
+            try:
+                self.zip = zipfile.ZipFile(stream)
+            except zipfile.BadZipFile:
+                raise BindingError(f"{what}: not a valid .npz archive") from None
+            for member in self.zip.namelist():
+                name = member[:-4] if member.endswith(".npy") else member
+                if names is None or name in names:
+                    self.arrays[name] = member
+        else:
+            self.zip = None
+            self.arrays[None] = None
+        self.names = [n for n in self.arrays if n is not None]
+        self._headers = {}
+        for name, member in self.arrays.items():
+            f = self.zip.open(member) if self.zip else stream
+            shape, dtype, fields = _npy_header(f, f"{what}" + (f" ({member})" if member else ""))
+            self._headers[name] = (shape, dtype)
+            if self.zip:
+                f.close()
+            if name is None:
+                if fields:
+                    self.names = [n for n in fields if names is None or n in names]
+                    self.structured = True
+                else:
+                    self.structured = False
+                self.start = stream.tell()
+        if None in self.arrays:
+            self.single = True
+            self.names = self.names if self.structured else [None]
+        else:
+            self.single = False
+        counts = {n: h[0][0] if h[0] else None for n, h in self._headers.items()}
+        for n, c in counts.items():
+            if c is None:
+                raise BindingError(f"{what}{'' if n is None else ' ' + n}: a 0-d array has no "
+                                   f"batch axis; give one point per row (shape (N, ...))")
+        if len(set(counts.values())) > 1:
+            detail = ", ".join(f"{n}: {c}" for n, c in counts.items())
+            raise BindingError(f"{what}: the arrays have different numbers of points "
+                               f"({detail})")
+        self.count = next(iter(counts.values()), 0)
+        self.total = self.count
+
+    def bind_single(self, name):
+        """A plain .npy batch binds the program's one batched variable ``name``."""
+        self.names = [name]
+        self._single_name = name
+
+    def __iter__(self):
+        readers = {}
+        try:
+            for name, member in self.arrays.items():
+                f = self.zip.open(member) if self.zip else self.stream
+                if self.zip:
+                    _npy_header(f, self.what)
+                else:
+                    f.seek(self.start)
+                shape, dtype = self._headers[name]
+                readers[name] = (f, shape, dtype)
+            done = 0
+            while done < self.count:
+                n = min(self.chunk_size, self.count - done)
+                cols = {}
+                for name, (f, shape, dtype) in readers.items():
+                    per = int(np.prod(shape[1:], dtype=np.int64))
+                    data = f.read(n * per * dtype.itemsize)
+                    if len(data) != n * per * dtype.itemsize:
+                        raise BindingError(f"{self.what}: the file ends early: the header "
+                                           f"declares {self.count:,} points")
+                    a = np.frombuffer(data, dtype=dtype).reshape((n,) + tuple(shape[1:]))
+                    if dtype.names:
+                        for field in self.names:
+                            cols[field] = np.asarray(a[field], dtype=np.float64)
+                    else:
+                        key = name if name is not None else getattr(self, "_single_name",
+                                                                     None)
+                        cols[key] = a
+                done += n
+                self.done = done
+                yield cols, None
+        finally:
+            if self.zip:
+                for f, _, _ in readers.values():
+                    f.close()
+
+    def close(self):
+        for f in (self._tmp, self.stream):
+            try:
+                if f is not None and f is not getattr(sys.stdin, "buffer", None):
+                    f.close()
+            except Exception:
+                pass
+
+
+def _seekable(stream):
+    try:
+        return stream.seekable()
+    except Exception:
+        return False
+
+
+def _npy_header(f, what):
+    from numpy.lib import format as npformat
+
+    try:
+        version = npformat.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npformat.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = npformat.read_array_header_2_0(f)
+    except Exception as e:
+        raise BindingError(f"{what}: not a valid .npy array ({str(e).strip()[:80]})") \
+            from None
+    if dtype.hasobject:
+        raise BindingError(f"{what}: the array holds Python objects, which gradcli does not "
+                           f"load (pickles are disallowed)")
+    fields = list(dtype.names) if dtype.names else None
+    kinds = [dtype.fields[n][0] for n in fields] if fields else [dtype]
+    for d in kinds:
+        if d.kind not in "biuf" or d.shape:
+            raise BindingError(f"{what}: {d} values are not real numbers")
+    if fortran and len(shape) > 1:
+        raise BindingError(f"{what}: the array is in Fortran order; save it in C order "
+                           f"(np.ascontiguousarray) to read it point by point")
+    return tuple(shape), dtype, fields
+
+
+# ================================================================ sweeps
+
+def parse_sweep(text):
+    """``x=START:STOP:N`` -> (name, array of N points from START to STOP, both included)."""
+    from .values import normal_name
+
+    name, eq, spec = text.partition("=")
+    name = normal_name(name.strip())
+    parts = spec.split(":")
+    example = "x=0:1:11 (11 points from 0 to 1)"
+    if not eq or not name.isidentifier() or len(parts) != 3:
+        raise BindingError(f"--sweep {clip(text, 40)}: write NAME=START:STOP:N, e.g. {example}")
+    try:
+        start, stop = float(parts[0]), float(parts[1])
+        n = float(parts[2])
+    except ValueError:
+        raise BindingError(f"--sweep {clip(text, 40)}: START, STOP and N must be numbers, "
+                           f"e.g. {example}") from None
+    if not (math.isfinite(start) and math.isfinite(stop)):
+        raise BindingError(f"--sweep {clip(text, 40)}: START and STOP must be finite")
+    if n != int(n) or n < 1:
+        raise BindingError(f"--sweep {clip(text, 40)}: N is the number of points, a whole "
+                           f"number of at least 1")
+    return name, np.linspace(start, stop, int(n))
+
+
+class _SweepPoints(Points):
+    """The grid of several sweeps, in C order (the last sweep varies fastest), by chunks."""
+
+    def __init__(self, axes, chunk_size):
+        self.axes = axes
+        self.names = [n for n, _ in axes]
+        seen = set()
+        for n in self.names:
+            if n in seen:
+                raise BindingError(f"--sweep {clip(n, 40)} is given twice; sweep each name "
+                                   f"once")
+            seen.add(n)
+        self.shape = tuple(len(a) for _, a in axes)
+        self.count = int(np.prod(self.shape, dtype=np.int64))
+        self.total = self.count
+        self.chunk_size = max(1, int(chunk_size))
+
+    def __iter__(self):
+        for lo in range(0, self.count, self.chunk_size):
+            hi = min(self.count, lo + self.chunk_size)
+            idx = np.unravel_index(np.arange(lo, hi), self.shape)
+            self.done = hi
+            yield {n: a[k] for (n, a), k in zip(self.axes, idx)}, None
+
+
+def sweep_points(specs, chunk_size=CHUNK):
+    """Points of ``--sweep NAME=START:STOP:N`` (repeatable: the grid of all of them)."""
+    return _SweepPoints([parse_sweep(s) for s in specs], chunk_size)
+
+
+# ================================================================ writing results
+
+def _orjson():
+    if os.environ.get("GRADCLI_NO_ORJSON"):
+        return None
+    try:
+        import orjson
+    except ImportError:
+        return None
+    return orjson
+
+
+def _matrix(res, columns):
+    """The chunk's columns as one (B, k) float64 matrix (arrays flattened per point)."""
+    parts = []
+    for c in columns:
+        a = res[c]
+        parts.append(a.reshape(a.shape[0], -1))
+    return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+
+def _csv_bytes(mat):
+    """Rows of numbers as CSV text: the shortest text that reads back as the same float
+    (``repr``), non-finite values as nan, inf, -inf."""
+    if mat.shape[0] == 0:
+        return b""
+    oj = _orjson()
+    if oj is not None and mat.dtype in (np.float64, np.float32):
+        body = _orjson_fields(oj, mat, (b"nan", b"inf", b"-inf"))
+        return body[2:-2].replace(b"],[", b"\n") + b"\n"
+    n, k = mat.shape
+    line = ",".join(["%s"] * k) + "\n"
+    return ((line * n) % tuple(_texts(mat))).encode("ascii")
+
+
+def _texts(mat):
+    """Each number's shortest round-trip text (float32 as float32), in C order."""
+    if mat.dtype == np.float32:
+        return list(map(str, mat.ravel()))
+    return list(map(float.__repr__, mat.astype(np.float64).ravel().tolist()))
+
+
+def _orjson_fields(oj, mat, tokens):
+    """orjson's text of a matrix, with its nulls (nan, inf) replaced by ``tokens``."""
+    text = oj.dumps(mat, option=oj.OPT_SERIALIZE_NUMPY)
+    if not np.isfinite(mat).all():
+        flat = mat.ravel()
+        bad = flat[~np.isfinite(flat)]
+        names = np.where(np.isnan(bad), 0, np.where(bad > 0, 1, 2))
+        pieces = text.split(b"null")
+        toks = [tokens[t] for t in names.tolist()]
+        text = b"".join(itertools.chain.from_iterable(zip(pieces, toks + [b""])))
+    return text
+
+
+def _json_fields(mat):
+    """Each number of a matrix as JSON text (nan and inf as strings), in C order."""
+    quoted = (b'"nan"', b'"inf"', b'"-inf"')
+    oj = _orjson()
+    if oj is not None and mat.dtype in (np.float64, np.float32):
+        text = _orjson_fields(oj, mat, quoted)
+        if mat.ndim == 2:
+            text = text[2:-2].replace(b"],[", b",")
+        return text.split(b",")
+    fields = [t.encode() for t in _texts(mat)]
+    flat = mat.ravel()
+    for i in np.flatnonzero(~np.isfinite(flat)).tolist():
+        v = flat[i]
+        fields[i] = quoted[0] if v != v else quoted[1] if v > 0 else quoted[2]
+    return fields
+
+
+class Writer:
+    """Where a batch's rows go: ``write(result)`` per chunk, then ``close()``."""
+
+    def __init__(self, stream, output_name, wrt, grad):
+        self.stream = stream
+        self.output_name = output_name
+        self.wrt = list(wrt)
+        self.grad = grad
+        self.columns = column_names(output_name, self.wrt if grad else [])
+
+    def write(self, res):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+def _header_names(res, columns):
+    names = []
+    for c in columns:
+        shape = res[c].shape[1:]
+        if shape == ():
+            names.append(c)
+        else:
+            names.extend(f"{c}[{','.join(map(str, idx))}]" for idx in np.ndindex(shape))
+    return names
+
+
+class CsvWriter(Writer):
+    """``f,d_x,d_y``: the output, then each gradient; arrays flattened to ``d_W[0,1]``."""
+
+    header_done = False
+
+    def write(self, res):
+        if not self.header_done:
+            import csv
+
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerow(_header_names(res, self.columns))
+            self.stream.write(buf.getvalue().encode("utf-8"))
+            self.header_done = True
+        self.stream.write(_csv_bytes(_matrix(res, self.columns)))
+
+    def close(self, empty_res=None):
+        if not self.header_done:
+            self.stream.write((",".join(self.columns) + "\n").encode("utf-8"))
+            self.header_done = True
+
+
+class JsonlWriter(Writer):
+    """``{"value": V, "gradients": {"x": ..., ...}}`` per point (``{"value": V}`` for eval)."""
+
+    def write(self, res):
+        B = res.value.shape[0]
+        if B == 0:
+            return
+        scalar = all(res[c].ndim == 1 for c in self.columns)
+        if scalar:
+            keys = [json.dumps(n) for n in self.wrt] if self.grad else []
+            if self.grad:
+                inner = ", ".join(f"{k}: %s" for k in keys)
+                line = '{"value": %s, "gradients": {' + inner + '}}\n'
+            else:
+                line = '{"value": %s}\n'
+            fields = _json_fields(_matrix(res, self.columns))
+            self.stream.write((line.encode() * B) % tuple(fields))
+            return
+        from .values import to_json
+
+        out = []
+        for b in range(B):
+            obj = {"value": to_json(res.value[b])}
+            if self.grad:
+                obj["gradients"] = {n: to_json(res.gradients[n][b]) for n in self.wrt}
+            out.append(json.dumps(obj, allow_nan=False))
+        self.stream.write(("\n".join(out) + "\n").encode("utf-8"))
+
+
+class NpzWriter(Writer):
+    """One array per column (``f``, ``d_x``, ...), the batch axis first, in an .npz.
+
+    Each column's data is streamed to a temporary file as it comes and copied into the
+    archive behind its header at the end, when the number of points is known: memory stays
+    flat however many points there are.
+    """
+
+    def __init__(self, stream, output_name, wrt, grad):
+        super().__init__(stream, output_name, wrt, grad)
+        import tempfile
+
+        self.files = {}
+        self.shapes = {}
+        self.count = 0
+        self._tempfile = tempfile.TemporaryFile
+
+    def write(self, res):
+        for c in self.columns:
+            a = np.ascontiguousarray(res[c])
+            f = self.files.get(c)
+            if f is None:
+                f = self.files[c] = self._tempfile()
+                self.shapes[c] = (a.shape[1:], a.dtype)
+            f.write(a.tobytes())
+        self.count += res.value.shape[0]
+
+    def close(self):
+        import shutil
+        import zipfile
+
+        from numpy.lib import format as npformat
+
+        try:
+            with zipfile.ZipFile(self.stream, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+                for c in self.columns:
+                    shape, dtype = self.shapes.get(c, ((), np.dtype(np.float64)))
+                    header = {"descr": npformat.dtype_to_descr(np.dtype(dtype)),
+                              "fortran_order": False, "shape": (self.count,) + tuple(shape)}
+                    with z.open(f"{c}.npy", "w", force_zip64=True) as out:
+                        npformat.write_array_header_2_0(out, header)
+                        f = self.files.get(c)
+                        if f is not None:
+                            f.seek(0)
+                            shutil.copyfileobj(f, out, 1 << 22)
+        finally:
+            for f in self.files.values():
+                f.close()
+
+
+WRITERS = {"csv": CsvWriter, "jsonl": JsonlWriter, "npz": NpzWriter}
+
+
+def writer_for(fmt, stream, output_name, wrt, grad=True):
+    """The :class:`Writer` of ``fmt`` (csv, jsonl, npz) on a binary ``stream``."""
+    return WRITERS[fmt](stream, output_name, wrt, grad)

@@ -400,7 +400,7 @@ def test_a_closed_stdout(gradcli_exe):
 
 
 def test_a_reader_that_leaves_mid_write_gives_141(tmp_path, gradcli_exe):
-    np.save(tmp_path / "v.npy", np.random.default_rng(0).random(400_000))
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).random(50_000))
     for fmt in ("csv", "json"):
         p = subprocess.Popen(gradcli_exe + ["eval", "x * 2", "x=@v.npy", "--format", fmt],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -412,12 +412,12 @@ def test_a_reader_that_leaves_mid_write_gives_141(tmp_path, gradcli_exe):
 
 
 def test_output_through_a_pipe_is_complete(tmp_path, gradcli_exe):
-    np.save(tmp_path / "v.npy", np.arange(300_000.0))
+    np.save(tmp_path / "v.npy", np.arange(100_000.0))
     r = subprocess.run(gradcli_exe + ["eval", "x * 2", "x=@v.npy", "--format", "json"],
                        cwd=tmp_path, capture_output=True, timeout=120)
     assert r.returncode == 0
     doc = json.loads(r.stdout)
-    np.testing.assert_array_equal(doc["value"], np.arange(300_000.0) * 2)
+    np.testing.assert_array_equal(doc["value"], np.arange(100_000.0) * 2)
 
 
 # ---------------------------------------------------------------- Ctrl-C

@@ -13,21 +13,33 @@ SubtractGate and LogGate are correct.
 import numpy as np
 
 
+def unbroadcast(g, shape):
+    """Sum a gradient over the axes its input was broadcast along, back to ``shape``."""
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for axis, n in enumerate(shape):
+        if n == 1 and g.shape[axis] != 1:
+            g = g.sum(axis=axis, keepdims=True)
+    return g
+
+
 class MultiplyGate:
     def forward(self, x, y):
         self.x, self.y = x, y
         return x * y
 
     def backward(self, dz):
-        return [self.x * dz, self.y * dz]  # BUG: inputs swapped
+        return [unbroadcast(self.x * dz, np.shape(self.x)),  # BUG: inputs swapped
+                unbroadcast(self.y * dz, np.shape(self.y))]
 
 
 class SubtractGate:
     def forward(self, x, y):
+        self.shapes = np.shape(x), np.shape(y)
         return x - y
 
     def backward(self, dz):
-        return [dz, -dz]
+        return [unbroadcast(dz, self.shapes[0]), unbroadcast(-dz, self.shapes[1])]
 
 
 class SigmoidGate:

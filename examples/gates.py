@@ -12,6 +12,16 @@ per input, each of that input's shape.
 import numpy as np
 
 
+def unbroadcast(g, shape):
+    """Sum a gradient over the axes its input was broadcast along, back to ``shape``."""
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for axis, n in enumerate(shape):
+        if n == 1 and g.shape[axis] != 1:
+            g = g.sum(axis=axis, keepdims=True)
+    return g
+
+
 class MultiplyGate:
     """x * y, elementwise."""
 
@@ -20,17 +30,19 @@ class MultiplyGate:
         return x * y
 
     def backward(self, dz):
-        return [self.y * dz, self.x * dz]
+        return [unbroadcast(self.y * dz, np.shape(self.x)),
+                unbroadcast(self.x * dz, np.shape(self.y))]
 
 
 class SubtractGate:
     """x - y, elementwise."""
 
     def forward(self, x, y):
+        self.shapes = np.shape(x), np.shape(y)
         return x - y
 
     def backward(self, dz):
-        return [dz, -dz]
+        return [unbroadcast(dz, self.shapes[0]), unbroadcast(-dz, self.shapes[1])]
 
 
 class SigmoidGate:

@@ -327,6 +327,8 @@ class Report:
 
     @property
     def failed(self):
+        if self.ops is not None:
+            return any(o["status"] == "fail" for o in self.ops)
         return self.count("fail") > 0 or self.local_failed
 
     @property

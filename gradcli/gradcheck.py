@@ -424,9 +424,21 @@ def _plan(ref, source, batched, complex_step, total):
     plans = ref.__dict__.setdefault("plans", {})
     key = (source, batched, complex_step, total)
     if key not in plans:
-        plans[key] = Plan(ref.graph, ref.order, ref.values, source, ref.output,
-                          batched=batched, complex_step=complex_step, total=total)
+        try:
+            plans[key] = Plan(ref.graph, ref.order, ref.values, source, ref.output,
+                              batched=batched, complex_step=complex_step, total=total)
+        except Exception:
+            if not batched:
+                raise
+            plans[key] = _NO_PLAN  # an op that cannot batch these shapes: one at a time
     return plans[key]
+
+
+class _NoPlan:
+    ok = False
+
+
+_NO_PLAN = _NoPlan()
 
 
 def _batch_size(ref, plan, source_size, n, budget=4_000_000):

@@ -112,7 +112,7 @@ def _same(a, b):
                                                   np.abs(a), np.abs(b)))))
 
 
-def _state_problems(graph, node, xs, rng):
+def _state_problems(graph, node, xs, rng, other=None):
     """What a custom op does with state that a one-shot check cannot see."""
     op = node.op
     problems = []
@@ -134,7 +134,8 @@ def _state_problems(graph, node, xs, rng):
                 problems.append("its backward gives another answer when called a second "
                                 "time (it uses up state that forward saved)")
             # a forward on another input, then the first input again on fresh instances
-            other = [np.asarray(x) * 1.1 + 0.05 for x in xs]
+            if other is None:  # another input near this one (inside the same domain)
+                other = [np.asarray(x) * (1 + 1e-3) for x in xs]
             engine.gate_forward(graph, node, other, np.float64)
             _, y_again = engine.gate_forward(graph, node, xs, np.float64)
             inst2, _y = engine.gate_forward(graph, node, other, np.float64)
@@ -321,6 +322,20 @@ def _local_kink(node, xs, k, eps, bad):
 
 
 _TRY_SHAPES = ((), (3,), (2, 3))
+#: Shape pairs that broadcast: a backward that forgets to sum over a broadcast axis returns
+#: a gradient of the output's shape, not its input's, and is caught only here.
+_BROADCAST_PAIRS = (((3,), (2, 3)), ((2, 3), (3,)), ((1, 3), (3, 1)), ((), (2, 3)),
+                    ((2, 3), ()))
+
+
+def _shape_tries(op):
+    if op.shapes:
+        return [op.shapes]
+    same = [[s] * op.arity for s in _TRY_SHAPES]
+    if op.arity < 2:
+        return same
+    # broadcasting pairs on the first two inputs, the others at the first one's shape
+    return same + [[p, q] + [p] * (op.arity - 2) for p, q in _BROADCAST_PAIRS]
 
 
 def _sample(rng, shape, domain):
@@ -334,11 +349,35 @@ def _sample(rng, shape, domain):
     return mag * rng.choice([-1.0, 1.0], shape)  # real and nonzero: away from zero
 
 
+def _after_op(text):
+    """The part of an engine message after "op NAME (file): "."""
+    for word in ("backward", "forward"):
+        if f": {word}" in text:
+            return text[text.index(f": {word}") + 2:]
+    return text
+
+
+def _once(messages):
+    """"(3,): boom; (2, 3): boom" -> "boom (at every shape tried: (3,), (2, 3))"."""
+    texts = {}
+    for shapes, text in messages:
+        texts.setdefault(text, []).append(shapes)
+    parts = []
+    for text, where in texts.items():
+        at = ", ".join(str(tuple(s) if len(s) > 1 else s[0]) for s in where)
+        parts.append(f"{text} (at {'every shape tried: ' if len(texts) == 1 and len(where) > 1 else ''}{at})")
+    return "; ".join(parts)
+
+
 def check_ops(library, *, seed=0, eps=None, atol=None, rtol=None):
     """Self-check every custom op at random inputs with a random upstream gradient.
 
     An op with a ``shapes`` hint is checked at those shapes; one without is checked at every
-    shape of scalars, vectors and matrices its forward accepts (at least one must).
+    shape of scalars, vectors and matrices its forward accepts (at least one must), and at
+    pairs of shapes that broadcast.  An op that is broken (its forward fails at every shape,
+    its backward raises or returns gradients of the wrong shape where its forward worked) is
+    reported once, and the others are still checked: the error, raised at the end, names
+    every broken op and what the others gave.
     """
     from .graph import Node
     from .plugins import OpsFileError, _exc_text
@@ -347,37 +386,66 @@ def check_ops(library, *, seed=0, eps=None, atol=None, rtol=None):
     rng = np.random.default_rng(seed)
     report = Report(method="central", eps=eps, atol=atol, rtol=rtol, dtype="float64",
                     strict=False, jacobian=False, fast=False, seed=seed, ops=[])
+    broken = []
     for op in library.custom.values():
         domain = op.sample_domain or ["real"] * op.arity
-        tries = [op.shapes] if op.shapes else [[s] * op.arity for s in _TRY_SHAPES]
         node = Node(0, op, tuple(range(op.arity)), start=None)  # no program: no caret
         graph = _OneOpGraph(op)
-        results, refused = [], []
-        for shapes in tries:
+        results, refused, faults, problems = [], [], [], []
+        for shapes in _shape_tries(op):
             xs = [_sample(rng, s, d) for s, d in zip(shapes, domain)]
             try:
                 with np.errstate(all="ignore"):
-                    op.gate().forward(*[engine.read_only(x) for x in xs])
+                    engine.gate_forward(graph, node, xs, np.float64)
             except (Exception, SystemExit) as e:
-                refused.append(f"{shapes}: {_exc_text(e, op.path)}")
+                text = str(e) if isinstance(e, GradcliError) else _exc_text(e, op.path)
+                if op.shapes:
+                    faults.append((shapes, text))
+                else:
+                    refused.append((shapes, text))  # a guess at shapes the op does not take
                 continue
             try:
                 res = local_check(graph, node, xs, range(op.arity), rng, atol, rtol, eps)
-            except GradcliError as e:
-                if op.shapes:  # the shapes the op asked for: its failure is the op's
-                    raise
-                refused.append(f"{shapes}: {e}")  # a guess at shapes the op does not take
+            except (GradcliError, Exception, SystemExit) as e:
+                # the forward took these inputs: what goes wrong after is the op's fault
+                text = str(e) if isinstance(e, GradcliError) else _exc_text(e, op.path)
+                if len({tuple(s) for s in shapes}) > 1 and not op.shapes:
+                    # inputs that broadcast: the classic bug is a gradient left at the
+                    # output's shape (no sum over the broadcast axes), a wrong backward;
+                    # said once per op
+                    if not any("broadcasts" in p for p in problems):
+                        problems.append(
+                            f"with inputs of shapes {', '.join(map(str, shapes))}, which its "
+                            f"forward broadcasts: {_after_op(text)} (its backward must sum "
+                            f"over the broadcast axes)")
+                else:
+                    faults.append((shapes, text))
                 continue
             for r, x in zip(res, xs):
                 r["shape"] = list(np.shape(x))
             results += res
-        if not results:
-            raise OpsFileError(f"ops file {os.path.basename(op.path)}: op {op.name} fails at "
-                               f"every shape tried: " + "; ".join(refused))
+            if len({tuple(s) for s in shapes}) == 1 and not any(
+                    p.startswith("its ") for p in problems):
+                other = [_sample(rng, s, d) for s, d in zip(shapes, domain)]
+                problems += _state_problems(graph, node, xs, rng, other)
+        where = f"ops file {os.path.basename(op.path or '')}: op {op.name}"
+        if faults:
+            broken.append(f"{where}: {_once(faults)}")
+        elif not results:
+            broken.append(f"{where} fails at every shape tried: " + _once(refused))
+        if faults or not results:
+            continue
+        status = "fail" if any(r["status"] == "fail" for r in results) or problems else "ok"
         report.ops.append({"name": op.name, "file": op.path, "inputs": results,
-                           "skipped": refused,
-                           "status": "fail" if any(r["status"] == "fail" for r in results)
-                           else "ok"})
+                           "skipped": [f"{s}: {t}" for s, t in refused],
+                           "problems": problems, "status": status})
+    if broken:
+        rest = ""
+        if report.ops:
+            bad = [o["name"] for o in report.ops if o["status"] == "fail"]
+            rest = (f" (the other {len(report.ops)} checked: "
+                    + (f"{len(bad)} disagree: {', '.join(bad)}" if bad else "all agree") + ")")
+        raise OpsFileError("; ".join(broken) + rest)
     return report
 
 

@@ -663,8 +663,37 @@ HINTED = """
             return x * y + x
 
         def backward(self, dz):
-            return [(self.y + 1) * dz, self.x * dz]
+            return [_sum_to((self.y + 1) * dz, np.shape(self.x)),
+                    _sum_to(self.x * dz, np.shape(self.y))]
+
+    def _sum_to(g, shape):
+        while g.ndim > len(shape):
+            g = g.sum(axis=0)
+        for axis, n in enumerate(shape):
+            if n == 1 and g.shape[axis] != 1:
+                g = g.sum(axis=axis, keepdims=True)
+        return g
     """
+
+
+def SEEN_SHAPES(d, op):
+    """The (x shape, y shape) pairs the self-check ran a two-input op at, from its rows."""
+    shapes, cur = set(), {}
+    for r in d["results"]:
+        if r["op"] != op:
+            continue
+        cur.setdefault(r["wrt"], []).append(tuple(r["index"]))
+    # rows come per try: x's indices then y's; rebuild each try's shapes from the index runs
+    def runs(idx):
+        out, block = [], []
+        for i in idx:
+            if block and (len(i) != len(block[-1]) or i <= block[-1]):
+                out.append(block)
+                block = []
+            block.append(i)
+        out.append(block)
+        return [tuple(np.max(np.array(b), axis=0) + 1) if b[0] != () else () for b in out]
+    return set(zip(runs(cur["x"]), runs(cur["y"])))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -682,7 +711,12 @@ def test_sampling_hints_are_honoured(tmp_path, seed):
     assert rows[("DotGate", "x")] == rows[("DotGate", "y")] == [(0,), (1,), (2,), (3,)]
     # no shape hint: every shape the forward takes, scalars, vectors and matrices
     every = [()] + [(i,) for i in range(3)] + [(i, j) for i in range(2) for j in range(3)]
-    assert rows[("PlainGate", "x")] == rows[("PlainGate", "y")] == every
+    assert rows[("PlainGate", "x")][:len(every)] == rows[("PlainGate", "y")][:len(every)] \
+        == every
+    # ... and pairs that broadcast: x (3,) with y (2, 3), (1, 3) with (3, 1), a scalar and a
+    # matrix, both ways round
+    assert SEEN_SHAPES(d, "PlainGate") >= {((3,), (2, 3)), ((2, 3), (3,)), ((1, 3), (3, 1)),
+                                           ((), (2, 3)), ((2, 3), ())}
     assert rows[("SqrtGate", "x")] == every
     # ... and where scalars do not work, the others still are checked
     assert rows[("VecGate", "x")] == every[1:]
@@ -736,7 +770,15 @@ def test_domain_string_applies_to_every_input(tmp_path):
                 self.x, self.y = x, y
                 return np.log(x * y)
             def backward(self, dz):
-                return [dz / self.x, dz / self.y]
+                return [_sum_to(dz / self.x, np.shape(self.x)),
+                        _sum_to(dz / self.y, np.shape(self.y))]
+        def _sum_to(g, shape):
+            while g.ndim > len(shape):
+                g = g.sum(axis=0)
+            for axis, n in enumerate(shape):
+                if n == 1 and g.shape[axis] != 1:
+                    g = g.sum(axis=axis, keepdims=True)
+            return g
         """)
     for seed in range(3):
         assert js(cli("check", "--format", "json", "--seed", seed, "--ops", f))["ok"] is True

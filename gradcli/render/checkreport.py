@@ -75,6 +75,7 @@ def as_json(report):
     if getattr(report, "ops", None) is not None:
         d["results"] = ops_rows(report)
         d["ops"] = [{"name": o["name"], "file": o["file"], "status": o["status"],
+                     "problems": list(o.get("problems", ())),
                      "inputs": [_input_summary(r) for r in o["inputs"]]} for o in report.ops]
         return d
     d["results"] = rows(report)
@@ -428,6 +429,9 @@ def ops_table(report, **options):
     for o in report.ops:
         for why in o.get("skipped", ()):
             out.append(Line(f"  {o['name']}: not at shape {why}"))
+    for o in report.ops:
+        for why in o.get("problems", ()):
+            out.append(Line(f"  {o['name']}: {why}", style="bold red"))
     bad = [o["name"] for o in report.ops if o["status"] == "fail"]
     n = len(report.ops)
     if bad:

@@ -46,6 +46,7 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wi
     label of the op that uses them.  Rendering needs Graphviz; DOT and Mermaid text do not.
     """
     from .. import graphviz, render
+    from ..errors import GradcliError
     from ..render import dot as picture
     from ..values import parse_value
 
@@ -53,17 +54,17 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wi
         wants = graphviz.format_for(out_file)
         if wants in graphviz.FORMATS:
             if render_fmt is not None and render_fmt != wants:
-                raise click.BadParameter(f"{out_file} asks for {wants} but --render is "
-                                         f"{render_fmt}", param_hint="-o")
+                raise GradcliError(f"-o {out_file} asks for {wants} but --render is "
+                                   f"{render_fmt}")
             render_fmt = wants
         elif wants in ("dot", "mermaid") and fmt is None and render_fmt is None:
             fmt = wants
     fmt = fmt or "dot"
     if render_fmt is not None and fmt != "dot":
-        raise click.UsageError("--render draws DOT with Graphviz; it does not go with "
-                               "--format mermaid (GitHub and mermaid-cli render Mermaid)")
+        raise GradcliError("--render draws DOT with Graphviz; it does not go with "
+                           "--format mermaid (GitHub and mermaid-cli render Mermaid)")
     if not with_grad and (wrt is not None or upstream is not None):
-        raise click.UsageError("--wrt and --upstream go with --grad")
+        raise GradcliError("--wrt and --upstream go with --grad")
 
     text, bindings = load_program(args, program_file, values_file)
     graph = parse_program(text, bindings, ops_files)
@@ -87,8 +88,8 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wi
     elif render_fmt in ("png", "pdf"):
         stream = click.get_binary_stream("stdout")
         if stream.isatty():
-            raise click.UsageError(f"--render {render_fmt} is binary: give -o FILE or "
-                                   f"redirect stdout")
+            raise GradcliError(f"--render {render_fmt} is binary: give -o FILE or "
+                               f"redirect stdout")
         stream.write(data)
         stream.flush()
     else:

@@ -45,12 +45,14 @@ def _write_text(path, text):
 
 
 def _check_plot(path):
-    import importlib.util
+    """Before the run: a picture format matplotlib writes, and matplotlib itself."""
     import os
 
     if os.path.splitext(path)[1].lower() not in (".png", ".svg", ".pdf"):
         fail(f"--plot {path}: give a .png, .svg or .pdf file name")
-    if importlib.util.find_spec("matplotlib") is None:
+    try:
+        import matplotlib  # noqa: F401 - the optional extra, loaded only for --plot
+    except ImportError:
         fail("--plot needs matplotlib, an optional extra: pip install 'gradcli[plot]'")
 
 

@@ -280,6 +280,9 @@ def read_npy(data, what):
 
     if not data:
         raise BindingError(f"{what}: the file is empty, not a .npy array")
+    if data[:6] != b"\x93NUMPY":
+        raise BindingError(f"{what}: not a .npy file (it does not begin with NumPy's "
+                           f"magic string)")
     f = io.BytesIO(data)
     try:
         version = npformat.read_magic(f)

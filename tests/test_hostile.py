@@ -453,3 +453,35 @@ def test_ctrl_c_during_a_long_run_exits_130(gradcli_exe, tmp_path):
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
     assert b"Traceback" not in err
+
+
+# ---------------------------------------------------------------- smaller things
+
+def test_eps_too_small_is_bad_input_not_a_mismatch(gradcli_exe):
+    clean_exit_2(run(gradcli_exe, "check", "x**3", "x=2", "--eps", "1e-320"), "--eps")
+
+
+def test_out_of_range_numbers_warn_on_the_command_line():
+    r = cli("eval", "--format", "json", "x * y", "x=1e400", "y=1e-400")
+    assert r.code == 0
+    assert "warning: binding x: '1e400' is too large for float64 and becomes inf" in r.err
+    assert "warning: binding y: '1e-400' is too small for float64 and becomes 0" in r.err
+    assert json.loads(r.out)["value"] == "nan"  # inf * 0
+
+
+def test_a_name_bound_twice_on_the_command_line():
+    bad(cli("eval", "x + y", "x=1", "y=2", "x=3"), "x is bound twice: 'x=1' and 'x=3'")
+
+
+def test_parse_warnings_reach_the_evaluation():
+    ev = gradcli.evaluate("e = x * 2; e + 1", x=1)
+    assert any("takes the name of the constant e" in w for w in ev.warnings), ev.warnings
+    assert float(ev.value) == 3.0
+
+
+def test_wrt_a_reassigned_input_means_the_input_variable():
+    r = gradcli.grad("a = sin(a) * y + a", a=1.0, y=2.0, wrt=["a"])
+    np.testing.assert_allclose(r.gradients["a"], np.cos(1.0) * 2 + 1, rtol=1e-12)
+    r = gradcli.grad("a = sin(a) * y + a", a=1.0, y=2.0)
+    np.testing.assert_allclose(r.gradients["a"], np.cos(1.0) * 2 + 1, rtol=1e-12)
+    np.testing.assert_allclose(r.gradients["y"], np.sin(1.0), rtol=1e-12)

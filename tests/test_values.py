@@ -211,7 +211,7 @@ def test_npy_empty_junk_truncated_complex_object(tmp_path):
     np.save(tmp_path / "c.npy", np.ones(3) * 1j)
     np.save(tmp_path / "o.npy", np.array([1, None], dtype=object), allow_pickle=True)
     cases = {"empty": "the file is empty, not a .npy array",
-             "junk": "not a valid .npy file",
+             "junk": "not a .npy file (it does not begin with NumPy's magic string)",
              "cut": "declares shape (2, 3) (6 elements, 48 bytes) but only 43 bytes follow",
              "c": "complex128 values are not real numbers",
              "o": "pickles are disallowed"}

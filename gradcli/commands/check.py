@@ -34,11 +34,21 @@ from ..cliutil import (emit, library_for, load_program, note, output_options, pr
 @click.option("--strict", is_flag=True, help="Exit 1 on kinks too.")
 @click.option("--eps-sweep", "sweep", is_flag=True,
               help="Also show the error over a range of steps: truncation vs rounding.")
+@click.option("--taylor", is_flag=True,
+              help="The Taylor test instead: the remainder of f(x + h v) must fall as h^2 "
+                   "for random directions v (no step or tolerance to choose).")
+@click.option("--local", "local", is_flag=True,
+              help="Also check every node's own backward with a random upstream gradient "
+                   "(custom-op nodes always are).")
+@click.option("--one-at-a-time", "one_at_a_time", is_flag=True,
+              help="Perturb one element per evaluation, not groups of elements whose "
+                   "effects stay apart (same verdict, slower).")
 @click.option("--all", "show_all", is_flag=True, help="List every element in the table.")
 @output_options("check")
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, method,
-              eps, atol, rtol, jacobian, fast, projections, seed, strict, sweep, show_all, fmt):
+            eps, atol, rtol, jacobian, fast, projections, seed, strict, sweep, taylor, local,
+            one_at_a_time, show_all, fmt):
     """Compare the reverse-mode gradient with finite differences, element by element.
 
     Exit 0 when every element agrees (kinks, where an op is not differentiable, only note
@@ -57,6 +67,7 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
             ("--wrt", wrt), ("--method", method != "central"), ("--jacobian", jacobian),
             ("--fast", fast), ("--strict", strict), ("--eps-sweep", sweep),
             ("--values", values_file), ("--output", output), ("--dtype", dtype != "float64"),
+            ("--taylor", taylor), ("--local", local), ("--one-at-a-time", one_at_a_time),
             ("--all", show_all)) if on]
         if given:
             raise click.UsageError(f"{', '.join(given)}: for checking an EXPR; the self-check "
@@ -65,10 +76,12 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
         kind = "opscheck"
     else:
         text, bindings = load_program(args, program_file, values_file)
-        report = gradcheck.check(parse(text, library), bindings, wrt=wrt_names(wrt), output=output,
+        report = gradcheck.check(parse(text, library), bindings, wrt=wrt_names(wrt),
+                                 output=output,
                                  method=method, eps=eps, atol=atol, rtol=rtol,
                                  jacobian=jacobian, fast=fast, projections=projections,
-                                 seed=seed, dtype=dtype, strict=strict, sweep=sweep)
+                                 seed=seed, dtype=dtype, strict=strict, sweep=sweep,
+                                 taylor=taylor, local=local, grouped=not one_at_a_time)
         warn(report.warnings)
         kind = "check"
     if report.kinked and not report.failed and not strict:

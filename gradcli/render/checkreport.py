@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import io
 
 import numpy as np
@@ -132,6 +133,12 @@ def as_csv(report, **options):
     if getattr(report, "ops", None) is not None:
         data = ops_rows(report)
         cols = ["op", "wrt", "index", "analytic", "numeric", "abs_err", "rel_err", "status"]
+    elif report.taylor is not None:
+        data = [{"wrt": t["wrt"], "direction": t["direction"], "h": h, "remainder_first": r0,
+                 "remainder": r1, "rate": t["rate"], "status": t["status"]}
+                for t in report.taylor for h, r0, r1 in zip(t["h"], t["remainder_first"],
+                                                           t["remainder"])]
+        cols = ["wrt", "direction", "h", "remainder_first", "remainder", "rate", "status"]
     elif report.fast:
         data = report.projections
         cols = ["wrt", "projection", "analytic", "numeric", "abs_err", "rel_err", "status"]
@@ -192,6 +199,8 @@ def table(report, show_all=False, **options):
     program = report.graph.source(report.graph.names[report.output_name], 60)
     name = report.output_name
     what = name if program == name else f"{name} = {program}"
+    if report.taylor is not None:
+        return _taylor_table(report, what, show_all)
     step = ("the input's largest element" if report.fast else "each element") + \
         "'s size when above 1"
     out.append(Line(f"checking {what} against {_method_text(report)}: "
@@ -284,6 +293,35 @@ def _kink_text(report, where, analytic, k):
             f"the analytic {fmt.num(analytic)} {inside} [{fmt.num(lo)}, {fmt.num(hi)}]")
 
 
+def _taylor_table(report, what, show_all):
+    from ..taylor import PASS_RATE
+
+    out = [Line(f"Taylor test of {what}: for a random direction v per input, the remainder "
+                f"|f(x + h v) - f(x) - h ∇f·v| must fall as h² (as h when the gradient is "
+                f"wrong); it passes at a fitted rate >= {PASS_RATE:g}, with no step or "
+                f"tolerance to choose")]
+    for t in report.taylor:
+        rate = "-" if t["rate"] != t["rate"] else f"{t['rate']:.2f}"
+        out.append(Line(f"\n{t['wrt']}: rate {rate}: {t['why']}", style="bold"))
+        tab = _new_table(["h", "|f(x+hv) - f(x)|", "remainder", "rate", ""])
+        fitted = set(t.get("fitted", ()))
+        ks = range(len(t["h"]))
+        if not show_all:  # every 4th step and the fitted ones
+            ks = sorted(set(range(0, len(t["h"]), 4)) | fitted)
+        prev = None
+        for k in ks:
+            h, r1 = t["h"][k], t["remainder"][k]
+            local = "-"
+            if prev is not None and r1 > 0 and t["remainder"][prev] > 0:
+                local = f"{math.log(t['remainder'][prev] / r1) / math.log(t['h'][prev] / h):.2f}"
+            tab.add_row(f"{h:.2e}", _e(t["remainder_first"][k]), _e(r1), local,
+                        "fitted" if k in fitted else "")
+            prev = k
+        out.append(tab)
+    out += _verdict(report)
+    return out
+
+
 def _fast_table(report):
     t = _new_table(["wrt", "projection", "analytic u·J·v", "numeric", "abs err", "rel err",
                     "status"])
@@ -331,7 +369,8 @@ def local_lines(report):
     """The per-node checks with a random upstream that failed: why, in words."""
     out = []
     agreed = not any(np.any(ic.status == "fail") for ic in report.inputs) and not any(
-        p["status"] == "fail" for p in report.projections)
+        p["status"] == "fail" for p in report.projections) and not any(
+        t["status"] == "fail" for t in (report.taylor or ()))
     for rec in report.local:
         if rec["status"] != "fail":
             continue
@@ -355,7 +394,8 @@ def local_lines(report):
 def _verdict(report):
     out = local_lines(report)
     agreed = not any(np.any(ic.status == "fail") for ic in report.inputs) and not any(
-        p["status"] == "fail" for p in report.projections)
+        p["status"] == "fail" for p in report.projections) and not any(
+        t["status"] == "fail" for t in (report.taylor or ()))
     shown = {rec["node"] for rec in report.local if rec["status"] == "fail" and agreed}
     for b in report.blame:
         if b["node"] in shown:
@@ -367,7 +407,15 @@ def _verdict(report):
         out.append(Line("blame: no node's backward is wrong on its own; the mismatch comes "
                         "from their combination (rounding, a too-tight tolerance or a step "
                         "too large for this function: try --eps-sweep)"))
-    if report.fast:
+    tail = None
+    if report.taylor is not None:
+        text, word = _tally(np.array([t["status"] for t in report.taylor], dtype=object),
+                            "input", report)
+        text = text.replace("disagree", "do not converge at rate 2").replace(
+            "agree", "converge at rate 2")
+        rates = [t["rate"] for t in report.taylor if t["rate"] == t["rate"]]
+        tail = f"lowest rate {min(rates):.2f}" if rates else "remainders at rounding level"
+    elif report.fast:
         text, word = _tally(report.projections and
                             [p["status"] for p in report.projections], "projection", report)
     else:
@@ -390,8 +438,10 @@ def _verdict(report):
                  f"{'agree' if n > 1 else 'agrees'}")
         word = "FAIL" if n_bad else word
     style = "bold red" if word == "FAIL" else "bold green"
-    out.append(Line(f"\n{word}: {text} (max abs err {_e(report.max_abs_err)}, max rel err "
-                    f"{_e(report.max_rel_err)}: {report.grade})", style=style))
+    if tail is None:
+        tail = (f"max abs err {_e(report.max_abs_err)}, max rel err "
+                f"{_e(report.max_rel_err)}: {report.grade}")
+    out.append(Line(f"\n{word}: {text} ({tail})", style=style))
     return out
 
 

@@ -3,8 +3,8 @@
 PyTorch runs in its own interpreter: ``GRADCLI_TORCH_PYTHON`` (a python with torch), else
 this python if it has torch, else /work/torchvenv/bin/python.  That interpreter needs only
 torch and NumPy; it runs the script below on the same problem and prints every
-parameter after every step as JSON.  CI: install torch (CPU) into a venv and set
-GRADCLI_TORCH_PYTHON to its python.
+parameter after every step as JSON.  Marked ``torch``: .ci/run's ``python -m pytest -m
+torch`` runs it, in the venv where it installed torch.
 """
 import importlib.util
 import json
@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 import gradcli
+
+pytestmark = pytest.mark.torch
 
 TORCH_SCRIPT = r"""
 import json, sys

@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -708,3 +709,244 @@ def test_python_api_check():
     rep = gradcli.check("sum(TanhGate(x) * c)", x=np.array([0.3, -0.2]), c=np.array([1., 2.]),
                         ops=ops)
     assert not rep.ok and [b["op"] for b in rep.blame] == ["TanhGate"]
+
+
+# ---------------------------------------------------------------- hostile input (issue 12)
+
+def _statuses_and_grades_agree(d):
+    for res in d["results"]:
+        if res["status"] == "ok":
+            assert res["grade"] in ("excellent", "fine"), res
+        elif res["status"] == "fail":
+            assert res["grade"] in ("suspicious", "wrong"), res
+        else:
+            assert res["grade"] == "-", res
+    fails = any(res["status"] == "fail" for res in d["results"])
+    assert d["ok"] is (not fails and all(p["status"] != "fail"
+                                         for p in d.get("projections", [])))
+    assert d["grade"] in (("suspicious", "wrong") if not d["ok"] else ("excellent", "fine"))
+
+
+@pytest.mark.parametrize("layout", ["fortran", "transposed-view", "strided", "read-only"])
+def test_every_layout_checks_the_same(tmp_path, layout):
+    rng = np.random.default_rng(3)
+    W, x = rng.normal(size=(4, 5)), rng.normal(size=5)
+    if layout == "fortran":
+        Wl = np.asfortranarray(W)
+    elif layout == "transposed-view":
+        Wl = np.ascontiguousarray(W.T).T
+    elif layout == "strided":
+        Wl = np.repeat(W, 2, axis=1)[:, ::2]
+    else:
+        Wl = W.copy()
+        Wl.flags.writeable = False
+    assert np.array_equal(Wl, W)
+    base = gradcli.check("sum(tanh(W @ x))", W=W, x=x)
+    r = gradcli.check("sum(tanh(W @ x))", W=Wl, x=x)
+    assert base.ok and r.ok
+    for a, b in zip(base.inputs, r.inputs):
+        np.testing.assert_allclose(a.numeric, b.numeric, rtol=1e-9, atol=1e-12)
+
+
+def test_a_fortran_order_npy_file_checks_the_same(tmp_path):
+    rng = np.random.default_rng(4)
+    W, x = rng.normal(size=(5, 3)), rng.normal(size=5)
+    np.save(tmp_path / "WT.npy", W.T)         # W.T is W's buffer in Fortran order
+    np.save(tmp_path / "x.npy", x)
+    d, _ = check_json("sum(tanh(W @ x))", f"W=@{tmp_path / 'WT.npy'}",
+                      f"x=@{tmp_path / 'x.npy'}")
+    assert d["ok"] and d["blame"] == []
+    assert all(abs(res["numeric"]) > 1e-6 for res in d["results"] if res["wrt"] == "W")
+    # a relu at 0 in such an array is a kink, not a fail
+    R = np.array([[0.0, 1.0], [2.0, -1.0]])
+    np.save(tmp_path / "R.npy", np.asfortranarray(R))
+    d, _ = check_json("sum(relu(R))", f"R=@{tmp_path / 'R.npy'}")
+    assert [res["status"] for res in d["results"]] == ["kink", "ok", "ok", "ok"]
+
+
+@pytest.mark.parametrize("program,binding", [
+    ("sin(x)", "x=100000"), ("sin(x)", "x=10000"), ("cos(x) * x", "x=-31415.9"),
+    ("softmax(x)[0]", "x=[3000,3001,3002]"), ("sum(softmax(x) * c)", "x=[3000,3001,3002]"),
+    ("logsumexp(x)", "x=[10000,10001,10002]"), ("exp(x / 1000)", "x=5000"),
+])
+def test_steps_keep_truncation_bounded_at_any_scale(program, binding):
+    extra = ["c=[1,-2,0.5]"] if "c)" in program else []
+    d, _ = check_json(program, binding, *extra)
+    assert d["ok"] and d["blame"] == []
+    _statuses_and_grades_agree(d)
+    # the analytic gradient against the numeric one the ladder settled on
+    for res in d["results"]:
+        assert res["abs_err"] <= 1e-6 + 1e-5 * abs(res["numeric"])
+
+
+@pytest.mark.parametrize("program,binding,kind", [
+    ("1/x", "x=1e-8", None),                     # the step shrinks below the pole's distance
+    ("tan(x)", "x=1.5707963267948966", "pole"),  # closer to the pole than any float step
+    ("asin(x)", "x=1", "edge"),                  # x + h leaves the domain
+    ("acos(x) * 2", "x=-1", "edge"),
+])
+def test_poles_and_domain_edges_are_not_blamed(program, binding, kind):
+    d, r = check_json(program, binding)
+    assert d["ok"] is True and d["blame"] == []
+    _statuses_and_grades_agree(d)
+    statuses = [res["status"] for res in d["results"]]
+    if kind is None:
+        assert statuses == ["ok"]
+    else:
+        assert statuses == ["kink"]
+        t = cli("check", program, binding)
+        assert t.code == 0 and f"{'pole' if kind == 'pole' else 'domain edge'} at x" in t.out
+        assert "not a wrong backward" in t.out or "domain" in t.out
+        assert cli("check", "--strict", program, binding).code == 1
+
+
+@pytest.mark.parametrize("bindings", [["x=0", "y=0"], ["x=-2", "y=2"], ["x=0", "y=2"],
+                                      ["x=-8", "y=0.5"]])
+def test_grade_status_and_verdict_always_agree(bindings):
+    r = cli("check", "--format", "json", "x**y", *bindings)
+    assert r.code in (0, 1, 2)
+    if r.code == 2:  # the output itself is not finite: refused as bad input
+        return
+    d = json.loads(r.out)
+    _statuses_and_grades_agree(d)
+    t = cli("check", "x**y", *bindings)
+    verdict = t.out.strip().splitlines()[-1]
+    assert verdict.startswith("PASS" if d["ok"] else "FAIL")
+    assert ("wrong" in verdict or "suspicious" in verdict) is (not d["ok"])
+
+
+def test_a_passing_element_is_never_graded_worse_than_fine():
+    # a correct gradient of ~1e-6 at 60x60: its relative error is large on CS231n's scale but
+    # within the pass rule (atol): graded on the rule's scale
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(60, 60)) * 3
+    x = rng.normal(size=60) * 3
+    r = gradcli.check("sum(tanh(W @ x))", W=W, x=x)
+    g = np.concatenate([ic.grades().ravel() for ic in r.inputs])
+    st = np.concatenate([ic.status.ravel() for ic in r.inputs])
+    assert r.ok and set(g[st == "ok"]) <= {"excellent", "fine"}
+    assert r.grade in ("excellent", "fine")
+
+
+def test_blame_names_only_the_wrong_op_beside_a_transposed_product():
+    rng = np.random.default_rng(1)
+    lib = gradcli.load_ops(BUGGY)
+    r = gradcli.check("sum(TanhGate(transpose(W) * y))", W=rng.normal(size=(3, 4)),
+                      y=rng.normal(size=3), ops=lib)
+    assert not r.ok
+    assert [b["op"] for b in r.blame] == ["TanhGate"]
+
+
+def test_strict_message_says_why_it_fails():
+    t = cli("check", "--strict", "relu(x) + y", "x=0", "y=1")
+    assert t.code == 1
+    last = t.out.strip().splitlines()[-1]
+    assert last.startswith("FAIL: 1 of 2 elements at a kink, which --strict does not accept")
+    assert "the other 1 agrees" in last
+
+
+def test_eps_sweep_marks_the_row_with_the_smallest_error():
+    t = cli("check", "--eps-sweep", "sum(exp(x) * sin(x))", "x=[0.3,1.7,-2.2]")
+    lines = [ln for ln in t.out.splitlines() if re.match(r"^1e-\d\d ", ln)]
+    rows = [(ln.split()[2], "smallest" in ln) for ln in lines]
+    errs = [float(e) for e, _ in rows]
+    marked = [k for k, (_, m) in enumerate(rows) if m]
+    assert len(marked) == 1 and errs[marked[0]] == min(errs)
+
+
+def test_the_report_counts_are_the_real_ones(tmp_path):
+    # 60 of 100 elements wrong: the table lists 50 failures and says what is left out
+    f = tmp_path / "half.py"
+    f.write_text(
+        "import numpy as np\n"
+        "class HalfGate:\n"
+        "    def forward(self, x):\n"
+        "        self.x = x\n"
+        "        return x * x\n"
+        "    def backward(self, dz):\n"
+        "        g = 2 * self.x * dz\n"
+        "        g.reshape(-1)[:60] *= 3\n"
+        "        return [g]\n")
+    x = ",".join(str(1 + k / 10) for k in range(100))
+    t = cli("check", "--ops", str(f), "sum(HalfGate(x))", f"x=[{x}]")
+    assert t.code == 1
+    assert "60 failed" in t.out and "40 ok" in t.out
+    assert "… 10 more failed, 40 more ok (--all lists every element)" in t.out
+    assert "FAIL: 60 of 100 elements disagree" in t.out
+
+
+def test_bad_eps_is_bad_input():
+    for eps in ("1e-320", "0", "-1", "nan", "2"):
+        r = cli("check", "--eps", eps, "x*2", "x=1")
+        assert r.code == 2 and r.err.startswith("error: "), (eps, r)
+
+
+def test_gradcheck_and_localcheck_do_not_import_each_other():
+    import ast
+    from pathlib import Path
+
+    root = Path(gradcli.__file__).parent
+    for mod, other in (("gradcheck", "localcheck"), ("localcheck", "gradcheck")):
+        tree = ast.parse((root / f"{mod}.py").read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names.add(node.module or "")
+                names.update(a.name for a in node.names)
+        assert other not in names or mod == "gradcheck" and other == "localcheck" and \
+            "blame" in (root / "gradcheck.py").read_text(), (mod, names)
+    tree = ast.parse((root / "localcheck.py").read_text())
+    assert not any(isinstance(n, ast.ImportFrom) and n.module == "gradcheck"
+                   for n in ast.walk(tree))
+
+
+# ---------------------------------------------------------------- no blind spot: state
+
+STATEFUL = '''
+import numpy as np
+
+class UsedUp:
+    """backward pops what forward saved: a second call has nothing left"""
+    def forward(self, x):
+        self.saved = [np.cos(x)]
+        return np.sin(x)
+    def backward(self, dz):
+        c = self.saved.pop() if self.saved else np.zeros_like(dz)
+        return [c * dz]
+
+class WritesUpstream:
+    def forward(self, x):
+        self.c = np.cos(x)
+        return np.sin(x)
+    def backward(self, dz):
+        dz = np.asarray(dz)
+        dz.flags.writeable = True if dz.base is None or dz.base.flags.writeable else False
+        try:
+            dz *= self.c
+            return [dz]
+        except ValueError:
+            return [dz * self.c]
+
+class Remembers:
+    """forward keeps a running count across calls (a class attribute)"""
+    calls = 0
+    def forward(self, x):
+        type(self).calls += 1
+        self.x = x
+        return x * type(self).calls
+    def backward(self, dz):
+        return [dz * type(self).calls]
+'''
+
+
+@pytest.mark.parametrize("op,words", [
+    ("UsedUp", "another answer when called a second time"),
+    ("WritesUpstream", "writes into its upstream gradient"),
+    ("Remembers", "depends on state from a previous call"),
+])
+def test_state_bugs_of_a_gate_fail_the_check_with_their_own_message(tmp_path, op, words):
+    f = tmp_path / "stateful.py"
+    f.write_text(STATEFUL)
+    t = cli("check", "--ops", str(f), f"sum({op}(x) * c)", "x=[0.3,-0.4]", "c=[1.5,2]")
+    assert t.code == 1, t.out + t.err
+    assert words in t.out

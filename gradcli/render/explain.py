@@ -21,7 +21,7 @@ import numpy as np
 
 from . import text as fmt
 
-__all__ = ["explain", "PATHS", "ascii_text"]
+__all__ = ["explain", "needs_ascii", "PATHS", "ascii_text"]
 
 #: Paths listed per input before summarising per edge instead.
 PATHS = 12
@@ -377,3 +377,13 @@ def _named(text, op, labels):
 
     names = dict(zip(op.argnames, labels))
     return _CANONICAL.sub(lambda m: _paren(names.get(m.group(1), m.group(1))), text)
+
+
+def needs_ascii(stream):
+    """True when ``stream``'s encoding cannot show ``·`` (and the other symbols used here)."""
+    encoding = getattr(stream, "encoding", None) or "ascii"
+    try:
+        "·→…×".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return True
+    return False

@@ -12,7 +12,7 @@ __all__ = ["GradcliError", "SourceError", "ParseError", "EvalError", "BindingErr
 
 #: The exit codes an error may carry: 2 (bad input), and 1 only for a check's mismatch.
 EXIT_CODES = (1, 2)
-WORD_LIMIT = 80
+WORD_LIMIT = 160
 MESSAGE_LIMIT = 4000
 
 

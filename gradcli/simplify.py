@@ -364,6 +364,8 @@ def _mul(b, x, y, shape, O):
                 return b.apply(O.where, (c, b.const(0.0), a))
     if x is y:
         return b.apply(O.pow, (x, b.const(2.0)))
+    if y.id < x.id and cx is None:
+        return b.apply(O.mul, (y, x))  # older values first: x*y, not y*x (exact: a*b = b*a)
     for a, p in ((x, y), (y, x)):
         if p.op is O.pow and p.inputs[0] is a and scalar(p.inputs[1]) is not None \
                 and p.inputs[1].shape == () and _fits(a, shape):

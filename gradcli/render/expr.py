@@ -302,26 +302,63 @@ class Python(Language):
         return f"{name}({', '.join(list(args) + extra)})"
 
     def helper(self, op):
-        """The op's forward function, copied in with the module-level helpers it calls."""
+        """The op's forward function, copied in with the module-level helpers it calls (a
+        closure is rebuilt by a maker function that binds its free variables)."""
         from ..errors import GradcliError
 
         f = op.forward
         name = getattr(f, "__name__", "")
-        if name in self.helpers:
-            return name
         if not inspect.isfunction(f) or name == "<lambda>" or f.__module__ != oplib.__name__:
             raise GradcliError(f"--format python: op {op.name} has no NumPy form to print")
+        if f.__closure__:
+            name = f"_{op.name}_forward"
+        if name in self.helpers:
+            return name
+        if f.__closure__:
+            self.helpers[name] = self._closure(op, f, name)
+        else:
+            self.helpers[name] = inspect.getsource(f)
+        self._globals(f)
+        return name
+
+    def _globals(self, f):
+        """Copy in the module-level functions ``f`` calls, and theirs."""
         todo = [f]
         while todo:
             g = todo.pop()
-            if g.__name__ in self.helpers:
-                continue
-            self.helpers[g.__name__] = inspect.getsource(g)
             for ref in g.__code__.co_names:
                 h = g.__globals__.get(ref)
-                if inspect.isfunction(h) and h.__module__ == oplib.__name__:
+                if inspect.isfunction(h) and h.__module__ == oplib.__name__ \
+                        and h.__name__ not in self.helpers and not h.__closure__:
+                    self.helpers[h.__name__] = inspect.getsource(h)
                     todo.append(h)
-        return name
+
+    def _closure(self, op, f, name):
+        import textwrap
+
+        from ..errors import GradcliError
+
+        lines = [f"def {name}_make():"]
+        for var, cell in zip(f.__code__.co_freevars, f.__closure__):
+            v = cell.cell_contents
+            vname = getattr(v, "__name__", "")
+            if isinstance(v, np.ufunc) or (vname and getattr(np, vname, None) is v):
+                lines.append(f"    {var} = np.{vname}")
+            elif isinstance(v, (int, float, str, bool)) or v is None:
+                lines.append(f"    {var} = {v!r}")
+            elif inspect.isfunction(v) and v.__module__ == oplib.__name__ and not v.__closure__:
+                self.helpers.setdefault(v.__name__, inspect.getsource(v))
+                self._globals(v)
+                lines.append(f"    {var} = {v.__name__}")
+            else:
+                raise GradcliError(f"--format python: op {op.name} has no NumPy form to print")
+        body = textwrap.dedent(inspect.getsource(f))
+        lines.extend("    " + line if line else line for line in body.rstrip().splitlines())
+        lines.append(f"    return {f.__name__}")
+        lines.append("")
+        lines.append("")
+        lines.append(f"{name} = {name}_make()")
+        return "\n".join(lines) + "\n"
 
     def sum_to(self, x, xshape, shape):
         return f"_sum_to({x}, {_shape_text(shape)})"
@@ -438,6 +475,9 @@ class Program:
                 return d.infix(op, arg(a, ADD), arg(b, ADD)), CMP
             left = arg(a, prec)
             right = arg(b, prec + 1)
+            if op.symbol == "*" and a.op is oplib.CONST and b.op is op and \
+                    done[b.id][1] == MUL:
+                right = done[b.id][0]  # 2*x*y for 2*(x*y): the number leads the product
             if d.name == "latex" and op.symbol == "/":  # \frac groups by itself
                 left, right = done[a.id][0], done[b.id][0]
                 return d.infix(op, left, right), ATOM

@@ -56,8 +56,10 @@ def test_seed_backward_steps_spell_upstream_local_downstream():
     steps = {s["n"]: s for s in html.page_data(res)["steps"] if s["k"] == "bwd"}
     assert steps[5]["t"].splitlines() == [
         "f: upstream 1 (start) arrives.",
-        "  ∂/∂(x+y) = max(y,z) = 2   → x+y: 1 × 2 = 2",
-        "  ∂/∂max(y,z) = x+y = 3   → max(y,z): 1 × 3 = 3"]
+        "  ∂/∂(x+y) = max(y,z) = 2",
+        "      → x+y: 1 × 2 = 2",
+        "  ∂/∂max(y,z) = x+y = 3",
+        "      → max(y,z): 1 × 3 = 3"]
     assert steps[5]["b"] == [[5, 2], [5, 4]]
     assert "→ y: 3 × 1 = 3" in steps[4]["t"] and "→ z: 3 × 0 = 0" in steps[4]["t"]
     # the fan-out sum at y grows as its parts arrive: 3 from max first, then 2 from x+y

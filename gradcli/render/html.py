@@ -84,7 +84,7 @@ def page(res, *, svg=None, title=None, collapse=False, max_nodes=None, notes=Non
     svg, boxes = annotate_svg(svg, res, members)
     data = page_data(res, boxes, check=check)
     data["notes"] = notes
-    heading = title or " ".join(res.graph.text.split())
+    heading = title or res.graph.text.strip()
     out = Page(_assemble(heading, svg, data))
     out.notes = notes  # what the command also says on stderr
     return out
@@ -112,7 +112,7 @@ def page_data(res, boxes=None, check=None):
     explain = _explain_lines(res)
     out_name = res.output_name
 
-    info = {}
+    info, docs = {}, {}
     for i in order:
         node = nodes[i]
         op = node.op
@@ -128,11 +128,10 @@ def page_data(res, boxes=None, check=None):
                                 f"{_formula(op, k, labels)}")
             if op.kinks:
                 rule.append(f"not differentiable at {op.kinks}")
-        d = {"id": i, "label": label(i), "op": op.name, "kind": kind,
-             "text": graph.source(i, 200), "name": node.name, "inputs": list(node.inputs),
-             "shape": list(np.shape(v)), "value": fmt.array(v), "V": _embed(v),
-             "grad": None if g is None else fmt.array(g), "G": None if g is None else _embed(g),
-             "rule": rule, "doc": op.doc or "", "box": boxes.get(i)}
+        d = {"id": i, "label": label(i), "op": op.name, "text": graph.source(i, 200),
+             "inputs": list(node.inputs), "shape": list(np.shape(v)), "V": _embed(v),
+             "G": None if g is None else _embed(g), "rule": rule, "box": boxes.get(i)}
+        docs.setdefault(op.name, op.doc or "")
         if i in explain:
             d["explain"] = explain[i]
         info[i] = d
@@ -190,9 +189,9 @@ def page_data(res, boxes=None, check=None):
                     send = f"{fmt.num(g)} × {lv} = {fmt.num(dk)}"
                 else:
                     send = _cell(dk)
-                lines.append(f"  {loc}   → {labels[k]}: {send}")
+                lines.append(f"  {loc}\n      → {labels[k]}: {send}")
             else:
-                lines.append(f"  {labels[k]} gets {rule}   → {labels[k]}: {_cell(dk)}")
+                lines.append(f"  {labels[k]} gets {rule}\n      → {labels[k]}: {_cell(dk)}")
             got = parts.setdefault(j, [])
             got.append((i, k if list(node.inputs).count(j) > 1 else None, _cell(dk)))
             if len(got) == len(tr.into.get(j, ())):
@@ -212,7 +211,7 @@ def page_data(res, boxes=None, check=None):
 
     data = {"output": out_name, "outputId": res.output, "order": list(order),
             "nodes": [info[i] for i in order], "steps": steps, "forward": fwd,
-            "forwardCount": len(fwd), "backwardCount": len(steps) - len(fwd) - 3}
+            "ops": docs, "forwardCount": len(fwd), "backwardCount": len(steps) - len(fwd) - 3}
     if check:
         data["check"] = check
     return data
@@ -353,8 +352,21 @@ def graph_svg(res, *, collapse=False, max_nodes=None, marks=None):
     if max_nodes is not None:
         options["max_nodes"] = max_nodes
     pic = dot.picture(dot._Source.of(res, True), marks=marks, **options)
+    _short_totals(pic)
     svg = graphviz.run(dot.to_dot(pic), "svg").decode("utf-8")
     return svg, box_members(res, pic), list(pic.notes)
+
+
+def _short_totals(pic):
+    """An input's label keeps its total only (``∂f/∂y = 5``): the page spells the fan-out sum
+    out as it grows, and the long line would widen the ellipse while still hidden."""
+    for box in pic.boxes:
+        if box.shape != "ellipse":
+            continue
+        for n, (text, style) in enumerate(box.lines):
+            if style == "grad" and text.count(" = ") > 1:
+                head, total = text.split(" = ", 1)[0], text.rsplit(" = ", 1)[1]
+                box.lines[n] = (f"{head} = {total}", style)
 
 
 def box_members(res, pic):
@@ -494,7 +506,7 @@ def check_page(report, graph, bindings, *, wrt=None, output=None, collapse=False
                                trace=True)
     check = check_marks(report)
     verdict = [" ".join(str(line).split()) for line in _verdict(report) if str(line).strip()]
-    head = title or f"check {' '.join(graph.text.split())}"
+    head = title or f"check {graph.text.strip()}"
     return page(res, collapse=collapse, max_nodes=max_nodes, title=head, check=check,
                 notes=verdict)
 
@@ -546,7 +558,15 @@ def _assemble(heading, svg, data):
 
     blob = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     blob = blob.replace("<", "\\u003c")  # never a "</script>" or "<!--" inside the script
-    return (TEMPLATE.replace("%TITLE%", _html.escape(heading))
+    first = heading.strip().splitlines()[0] if heading.strip() else ""
+    short = _quote(first) + (" …" if first != heading.strip() else "")
+    program = ""
+    if short != heading.strip():
+        program = (f'<details class="program"><summary>the whole program</summary>'
+                   f'<pre>{_html.escape(heading)}</pre></details>')
+    return (TEMPLATE.replace("%TITLE%", _html.escape(_quote(heading)))
+            .replace("%HEADING%", _html.escape(short))
+            .replace("%PROGRAM%", program)
             .replace("%CSS%", CSS)
             .replace("%SVG%", svg)
             .replace("%DATA%", blob)

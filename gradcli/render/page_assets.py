@@ -18,7 +18,8 @@ TEMPLATE = """<!DOCTYPE html>
 </head>
 <body>
 <header>
-  <h1><code id="program">%TITLE%</code></h1>
+  <h1><code id="program">%HEADING%</code></h1>
+  %PROGRAM%
   <div id="notes"></div>
 </header>
 <main>
@@ -60,9 +61,10 @@ header { padding: 10px 18px 4px; border-bottom: 1px solid #e4e4e0; }
 h1 { font-size: 18px; margin: 0 0 4px; font-weight: 600; }
 h1 code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
 #notes div { font-size: 13px; color: #7a5b00; }
-main { display: flex; gap: 0; align-items: stretch; min-height: calc(100vh - 60px); }
-#graph { flex: 1 1 60%; overflow: auto; padding: 12px; }
-#graph svg { max-width: 100%; height: auto; }
+main { display: flex; gap: 0; align-items: stretch; height: calc(100vh - 64px);
+       min-height: 420px; }
+#graph { flex: 1 1 60%; min-width: 0; overflow: auto; padding: 12px; }
+details.program pre { max-height: 30vh; overflow: auto; font-size: 13px; margin: 4px 0; }
 aside { flex: 0 0 40%; max-width: 560px; padding: 12px 16px; border-left: 1px solid #e4e4e0;
         background: #fff; overflow: auto; }
 #controls { display: flex; align-items: center; gap: 4px; flex-wrap: wrap; }
@@ -128,7 +130,9 @@ g.edge.now text { font-weight: bold; }
 JS = r"""
 (function () {
   "use strict";
+  var T = { start: performance.now() };
   var D = JSON.parse(document.getElementById("gradcli-data").textContent);
+  T.parsed = performance.now();
   var steps = D.steps, nodes = D.nodes, N = steps.length, M = nodes.length;
   var pos = {};                                // node id -> index in nodes
   for (var n = 0; n < M; n++) pos[nodes[n].id] = n;
@@ -143,7 +147,16 @@ JS = r"""
     var es = svg.querySelectorAll("g.edge[data-k]");
     for (var e = 0; e < es.length; e++) { edgeEl.push(es[e]); edgeKey.push(es[e].getAttribute("data-k")); }
     var t = svg.querySelector("title"); if (t && t.parentNode === svg.querySelector("g.graph")) t.textContent = "";
+    // a small graph grows to fill its pane; a big one keeps its size and scrolls
+    var w0 = svg.width.baseVal.value, h0 = svg.height.baseVal.value;
+    var avail = $("graph").clientWidth - 24, availH = $("graph").clientHeight - 24;
+    if (w0 > 0 && w0 < avail) {
+      var f = Math.min(avail / w0, Math.max(availH, 200) / h0, 2.2);
+      if (f > 1) { svg.setAttribute("width", (w0 * f).toFixed(0) + "px");
+                   svg.setAttribute("height", (h0 * f).toFixed(0) + "px"); }
+    }
   }
+  T.indexed = performance.now();
   for (var n2 = 0; n2 < M; n2++) {
     var b = nodes[n2].box;
     if (b !== null && b !== undefined) (boxNodes[b] = boxNodes[b] || []).push(n2);
@@ -208,6 +221,8 @@ JS = r"""
         (boxCheck[b] ? " " + boxCheck[b] : "");
       if (shown[b] !== cls) { el.setAttribute("class", cls); shown[b] = cls; }
     }
+    if (curBox !== null && curBox !== undefined && boxEl[curBox] && boxEl[curBox].scrollIntoView)
+      boxEl[curBox].scrollIntoView({ block: "nearest", inline: "nearest" });
     for (var x = 0; x < edgeEl.length; x++) {
       var w = S.lit[edgeKey[x]];
       var c = "edge" + (w !== undefined ? " lit" : "") + (w === cur ? " now" : "");
@@ -285,7 +300,8 @@ JS = r"""
     var nd = nodes[p], h = "";
     h += "<h2>" + esc(nd.label) + " <small>" + esc(nd.op) + (nd.text && nd.text !== nd.label ?
       " · " + esc(nd.text) : "") + "</small></h2>";
-    if (nd.doc) h += "<div class='hint'>" + esc(nd.doc) + "</div>";
+    var doc = (D.ops || {})[nd.op];
+    if (doc) h += "<div class='hint'>" + esc(doc) + "</div>";
     var at = D.forward[nd.id];
     h += "<div class='row'><div class='k'>value" + (nd.shape.length ? " · shape (" +
       nd.shape.join(", ") + ")" : "") + "</div><div id='detail-value'>";
@@ -356,6 +372,8 @@ JS = r"""
   window.gradcliShow = { go: go, steps: N, select: function (id) { select(pos[id]); },
                          current: function () { return cur; } };
   go(fromHash(), true);
+  window.gradcliShow.readyAt = T.ready = performance.now();  // ms since the page began to load
+  window.gradcliShow.timing = T;
   document.documentElement.setAttribute("data-ready", "1");
 })();
 """

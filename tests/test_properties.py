@@ -156,7 +156,8 @@ def _check_caret(text, e, msg):
     line = text[start:end if end >= 0 else len(text)]
     if "…" in shown or "\r" in line or len(line) > 70:
         return  # cut to fit or holding a carriage return: only check the caret is in range
-    line = line.expandtabs(1)
+    # tabs and control characters are shown as one space each (gradcli.errors.caret)
+    line = gradcli.errors._CONTROL.sub(" ", line.replace("\t", " "))
     assert shown == line.rstrip("\r"), (shown, line)
     col = pos - start
     # the caret stands under the character as a terminal shows the line: wide (CJK)

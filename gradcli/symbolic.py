@@ -578,7 +578,33 @@ def diff(program, bindings=None, /, *, wrt=None, order=1, output=None, dtype="fl
     names, syms, warnings = derivative_syms(lifted, wrt, order)
     ev = lifted.evaluation
     all_warnings = list(ev.warnings) if ev is not None else list(getattr(graph, "warnings", ()))
-    return Derivatives(lifted, names, syms, order, all_warnings + warnings)
+    return Derivatives(lifted, names, syms, order,
+                       all_warnings + warnings + _unreadable(lifted.builder, names, syms))
+
+
+def _unreadable(b, names, syms):
+    """Warnings for derivatives that use internal ops the language does not take."""
+    out = []
+    syntax = (getattr(oplib, "index", None), getattr(oplib, "stack", None))
+    for name, s in zip(names, syms):
+        seen = set()
+        todo = [s]
+        marked = {s.id}
+        while todo:
+            t = todo.pop()
+            if not t.op.public and t.op not in syntax and t.op is not oplib.VAR \
+                    and t.op is not oplib.CONST:
+                seen.add(t.op.name)
+            for x in t.inputs:
+                if x.id not in marked:
+                    marked.add(x.id)
+                    todo.append(x)
+        if seen:
+            ops = ", ".join(sorted(seen))
+            out.append(f"d/d{name} uses {ops}, an internal op of gradcli's gradient rules "
+                       f"that its language does not take: the text is for reading, "
+                       f"gradcli eval cannot run it")
+    return out
 
 
 def _intermediate_ids(graph, wrt):

@@ -708,7 +708,7 @@ def _names(params):
     return names
 
 
-def _check_params(graph, names, ev_order):
+def _check_params(graph, names):
     variables = graph.variables
     for n in names:
         if n not in variables:
@@ -754,9 +754,9 @@ def descend(program, bindings=None, /, *, params, lr=0.01, steps=100, optimizer=
     ``params`` names the bindings that learn (a list or ``"w,b"``); every other binding is
     data.  A parameter without a binding starts from ``init`` (``zeros``, ``normal``,
     ``xavier``; ``seed``) with its shape from ``shapes`` ({name: (3, 2)}; a scalar when not
-    given).  ``optimizer``: ``sgd``, ``momentum`` (``momentum``, ``nesterov``,
-    ``dampening``), ``adam``, ``adamw`` (``betas``, ``eps``, ``amsgrad``), all as
-    ``torch.optim`` with its defaults; ``weight_decay`` (AdamW's default 0.01, else 0).
+    given; a number bound to a parameter with a shape fills it).  ``optimizer``: ``sgd``,
+    ``momentum`` (``momentum``, ``nesterov``, ``dampening``), ``adam``, ``adamw``
+    (``betas``, ``eps``, ``amsgrad``), all as ``torch.optim`` with its defaults; ``weight_decay`` (AdamW's default 0.01, else 0).
     ``schedule``: ``cosine`` (``t_max``, default ``steps``; ``eta_min``) or ``step``
     (``step_size``, default a third of ``steps``; ``gamma`` 0.1), as PyTorch's
     CosineAnnealingLR and StepLR.  ``batch``: a file (or a dict of columns) whose columns
@@ -776,7 +776,7 @@ def descend(program, bindings=None, /, *, params, lr=0.01, steps=100, optimizer=
     steps = _number(steps, "--steps", 0, integer=True)
     tol = _number(tol, "--tol", 0, allow_none=True)
     max_time = _number(max_time, "--max-time", 0, allow_none=True)
-    _check_params(graph, names, None)
+    _check_params(graph, names)
     warnings = list(getattr(given, "warnings", ()))
 
     # --- where the parameters start
@@ -785,7 +785,7 @@ def descend(program, bindings=None, /, *, params, lr=0.01, steps=100, optimizer=
                          amsgrad=amsgrad)
     start = {}
     if resume is not None:
-        start, saved = _resume_from(resume, names, opt, dtype)
+        start = _resume_from(resume, names, opt, dtype)
     shapes = dict(shapes or {})
     for n in shapes:
         if n not in names:
@@ -799,8 +799,10 @@ def descend(program, bindings=None, /, *, params, lr=0.01, steps=100, optimizer=
             v = np.array(given[n], dtype=dtype) if not isinstance(given[n], np.ndarray) \
                 else given[n].astype(dtype)
             if n in shapes and tuple(shapes[n]) != v.shape:
-                raise BindingError(f"--shape {n}={','.join(map(str, shapes[n]))}: but {n} "
-                                   f"is bound to a value of shape {v.shape}")
+                if v.shape != ():
+                    raise BindingError(f"--shape {n}={','.join(map(str, shapes[n]))}: but "
+                                       f"{n} is bound to a value of shape {v.shape}")
+                v = np.full(tuple(shapes[n]), v, dtype=dtype)  # b=0 --shape b=8: 8 zeros
             start[n] = v
         elif init is not None:
             start[n] = init_value(init, shapes.get(n, ()), rng, std=init_std, dtype=dtype)
@@ -924,14 +926,23 @@ def descend(program, bindings=None, /, *, params, lr=0.01, steps=100, optimizer=
                 data = next_data()
                 step = compiled(data)
     elapsed = time.perf_counter() - t0
+    full_loss = None
+    if batches is not None:  # the loss on all the data at the end, beside the batch's
+        binds = dict(fixed)
+        binds.update(zip(names, P))
+        binds.update(batches.columns)
+        full_loss = float(engine.evaluate(graph, binds, output=output, dtype=dtype).value)
     if callback is not None and stopped != "interrupted":
         callback(k, losses[-1])
-    return Descent(params={n: np.asarray(p) for n, p in zip(names, P)}, loss=losses, steps=k, stopped=stopped,
-                   diverged=diverged, grad_norm=norms, optimizer=opt, names=names,
-                   lr=lr, schedule=schedule or "constant", elapsed=elapsed, first_step=first_step,
-                   warnings=warnings, graph=graph, output_name=output or graph.output_name,
-                   batch_size=batches.size if batches is not None else None,
-                   epochs=batches.epoch if batches is not None else None,
+    batched = batches is not None
+    return Descent(params={n: np.asarray(p) for n, p in zip(names, P)}, loss=losses,
+                   steps=k, stopped=stopped, diverged=diverged, grad_norm=norms,
+                   optimizer=opt, names=names, lr=lr, schedule=schedule or "constant",
+                   elapsed=elapsed, first_step=first_step, warnings=warnings, graph=graph,
+                   output_name=output or graph.output_name, full_loss=full_loss,
+                   batch_size=batches.size if batched else None,
+                   rows=batches.rows if batched else None,
+                   epochs=batches.epoch if batched else None,
                    compiled=list(steps_cache.values()))
 
 
@@ -1089,4 +1100,4 @@ def _resume_from(resume, names, opt, dtype):
                                        f"{np.shape(v)} but {n} has shape {np.shape(start[n])}")
                 opt.state[b][n] = np.array(v)
     opt.t = step
-    return start, buffers
+    return start

@@ -65,7 +65,8 @@ def _setting(res):
     if res.schedule != "constant":
         parts.append(f"{res.schedule} schedule")
     if res.batch_size is not None:
-        parts.append(f"batches of {res.batch_size}")
+        epochs = res.epochs
+        parts.append(f"batches of {res.batch_size}, {epochs} epoch{'s' * (epochs != 1)}")
     return ", ".join(parts)
 
 
@@ -89,6 +90,8 @@ def table(res, every=None, **options):
     for k in curve_steps(len(res.loss) - 1, every):
         curve.add_row(str(base + k), fmt.num(res.loss[k]))
     items = [params, Line(""), curve, Line(""), Line(summary(res), "bold")]
+    if getattr(res, "full_loss", None) is not None:
+        items.append(Line(f"loss on all {res.rows} rows: {fmt.num(res.full_loss)}"))
     why = STOPPED.get(res.stopped)
     if why and res.stopped != "nan":
         items.append(Line(why))
@@ -98,9 +101,11 @@ def table(res, every=None, **options):
 def json_obj(res):
     from ..values import to_json
 
-    return {"params": {n: to_json(v) for n, v in res.params.items()},
-            "loss": [to_json(v) for v in res.loss], "steps": res.steps,
-            "stopped": res.stopped}
+    d = {"params": {n: to_json(v) for n, v in res.params.items()},
+         "loss": [to_json(v) for v in res.loss], "steps": res.steps, "stopped": res.stopped}
+    if getattr(res, "full_loss", None) is not None:
+        d["full_loss"] = to_json(res.full_loss)
+    return d
 
 
 def json_text(res, **options):

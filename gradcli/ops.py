@@ -1216,11 +1216,11 @@ def _batch_join(fwd, flags, ndims, params):
 
 
 concat = defop("concat", _concat, arity=None, params=(Param("axis", 0, "int", False),),
-               vjps=_ConcatVjps(), formulas=("g's slice for each item",), batch=_batch_join,
+               vjps=_ConcatVjps(), formulas=("its slice of g",), batch=_batch_join,
                argnames=("a", "b", "..."), aliases=("cat",),
                torch="torch.cat((a, b, ...), dim=0)", doc="join arrays along an existing axis")
 stack_axis = defop("stack", _stack_axis, arity=None, params=(Param("axis", 0, "int", False),),
-                   vjps=_StackVjps(), formulas=("g[..., i, ...] for item i",), batch=_batch_join,
+                   vjps=_StackVjps(), formulas=("its slice g[..., i, ...] (item i)",), batch=_batch_join,
                    argnames=("a", "b", "..."), torch="torch.stack((a, b, ...), dim=0)",
                    doc="join arrays of one shape along a new axis")
 

@@ -446,3 +446,35 @@ if __name__ == "__main__":
         problems = screenshot(b, target, Path(tmp))
         b.close()
     print(f"wrote {target}" + (f" (page errors: {problems})" if problems else ""))
+
+
+@pytest.mark.parametrize("args", [
+    ["2*3"],                                   # no inputs: nothing to differentiate
+    ["x", "x=2"],                              # the output is the input itself
+    ["sum(x)", "x=[[1,2],[3,4]]"],             # a matrix input, a reduction
+    ["a = x*y; b = a + 1; c = b*2", "x=1", "y=2", "--output", "b"],
+    ["x*y + z", "x=1", "y=2", "z=3", "--wrt", "x"],   # y and z get no gradient
+    ["log(x)*y", "x=0", "y=nan"],              # -inf and nan shown as text
+    ["MultiplyGate(x, y) * x", "x=2", "y=3", "--ops", "examples/gates.py"],
+])
+def test_edge_programs_walk_and_click_without_errors(tmp_path, opened, args):
+    from conftest import ROOT
+
+    args = [str(ROOT / a) if a.endswith(".py") else a for a in args]
+    path = tmp_path / "edge.html"
+    r = cli("show", *args, "-o", path)
+    assert r.code == 0, r.err
+    g = json.loads(cli("grad", "--format", "json", *args).out)
+    o = opened(path)
+    n = o.page.evaluate("gradcliShow.steps")
+    boxes = o.page.locator("g.node[data-b]")
+    for s in range(n):
+        o.page.evaluate(f"gradcliShow.go({s})")
+        if s in (0, n - 1):
+            for k in range(boxes.count()):
+                boxes.nth(k).click()
+    end = o.text("#step")
+    for name in g["gradients"]:
+        assert f"∂{g['output']}/∂{name} = " in end
+    if not g["gradients"]:
+        assert "no inputs" in end

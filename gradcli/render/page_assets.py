@@ -90,7 +90,7 @@ aside { flex: 0 0 40%; max-width: 560px; padding: 12px 16px; border-left: 1px so
 #detail h2 { font-size: 16px; margin: 6px 0; }
 #detail h2 small { font-weight: normal; color: #777; }
 #detail .row { margin: 6px 0; }
-#detail .k { color: #666; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+#detail .k { color: #777; font-size: 12px; letter-spacing: .02em; }
 #detail code, #detail pre { font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
 #detail pre { white-space: pre-wrap; margin: 2px 0; background: #f7f7f4; padding: 4px 6px;
               border-radius: 4px; }
@@ -112,7 +112,8 @@ g.node.current polygon, g.node.current ellipse, g.node.current path {
   stroke: var(--cur); stroke-width: 4px; }
 g.node.recv polygon, g.node.recv ellipse, g.node.recv path {
   stroke: var(--rcv); stroke-width: 3px; }
-g.node.selected polygon, g.node.selected ellipse { stroke-dasharray: 4 2; }
+g.node.selected:not(.fail):not(.kink) polygon, g.node.selected:not(.fail):not(.kink) ellipse {
+  fill: #fdf2c8; }
 g.node.fail polygon, g.node.fail ellipse { fill: #f5b7b1; }
 g.node.kink polygon, g.node.kink ellipse { fill: #fad7a0; }
 g.edge { opacity: 0.25; }

@@ -18,7 +18,7 @@ import warnings as pywarnings
 import numpy as np
 
 from . import ops as oplib
-from .errors import (BindingError, EvalError, GradcliError, clip, close_match, did_you_mean,
+from .errors import (BindingError, EvalError, GradcliError, Suggestions, clip, did_you_mean,
                      name_list)
 
 __all__ = ["Evaluation", "Gradients", "evaluate", "differentiate"]
@@ -175,10 +175,10 @@ _LISTED = 100
 def _unbound_message(missing, bindings):
     """Every unbound name; for the first few, the binding that looks like a typo of it."""
     missing_set = set(missing)
-    spare = [b for b in bindings if b not in missing_set]  # bound, yet not needed
+    spare = Suggestions(b for b in bindings if b not in missing_set)  # bound, yet not needed
     parts = []
     for k, name in enumerate(missing[:_LISTED]):
-        close = close_match(name, spare) if k < _SUGGESTED and spare else None
+        close = spare.match(name) if k < _SUGGESTED else None
         parts.append(f"{clip(name, 40)} (did you mean the binding {clip(close, 40)}?)"
                      if close else clip(name, 40))
     if len(missing) > _LISTED:

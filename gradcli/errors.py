@@ -8,7 +8,7 @@ flood a terminal or smuggle escape sequences into it.
 import re
 
 __all__ = ["GradcliError", "SourceError", "ParseError", "EvalError", "BindingError",
-           "did_you_mean", "close_match", "clip", "name_list", "position", "caret"]
+           "did_you_mean", "close_match", "Suggestions", "clip", "name_list", "position", "caret"]
 
 #: The exit codes an error may carry: 2 (bad input), and 1 only for a check's mismatch.
 EXIT_CODES = (1, 2)
@@ -129,31 +129,57 @@ def name_list(names, limit=12):
 
 # ---------------------------------------------------------------- did you mean
 
-#: Past this many candidates only the ones that share a first or last letter and have a
-#: similar length are compared: a suggestion must cost little whatever the program's size.
+#: Up to this many candidates are all compared with a name; past it, the name's neighbours
+#: in sorted order (this many on each side, forwards and backwards).
 _POOL_LIMIT = 400
+_NEIGHBOURS = 40
+
+
+class Suggestions:
+    """Candidates sorted once (forwards and backwards), so that each :meth:`match` compares
+    ``name`` with at most a few hundred of them however many there are: its neighbours in
+    sorted order share its longest prefixes, those of the reversed strings its longest
+    suffixes, which is where the close matches are.  A program of 100,000 names gets its
+    suggestions in a fraction of a second."""
+
+    def __init__(self, candidates):
+        cands = sorted({c for c in candidates if c.__class__ is str and c})
+        self.all = cands if len(cands) <= _POOL_LIMIT else None
+        self.forwards = cands
+        self.backwards = sorted(c[::-1] for c in cands) if self.all is None else None
+
+    def match(self, name, cutoff=0.6):
+        """The candidate most like ``name`` (difflib's ratio >= ``cutoff``), else None."""
+        import bisect
+        import difflib  # only on error paths
+
+        if not isinstance(name, str) or not name or len(name) > 100:
+            return None
+        if self.all is not None:
+            pool = self.all
+        else:
+            k = _NEIGHBOURS
+            i = bisect.bisect_left(self.forwards, name)
+            pool = set(self.forwards[max(0, i - k):i + k])
+            j = bisect.bisect_left(self.backwards, name[::-1])
+            pool.update(c[::-1] for c in self.backwards[max(0, j - k):j + k])
+        n = len(name)
+        # ratio = 2*M/(la+lb) <= 2*min(la,lb)/(la+lb): lengths outside this window cannot match
+        lo, hi = n * cutoff / (2 - cutoff), n * (2 - cutoff) / cutoff
+        pool = sorted(c for c in pool if lo <= len(c) <= hi and c != name)
+        best = difflib.get_close_matches(name, pool, n=1, cutoff=cutoff)
+        return best[0] if best else None
 
 
 def close_match(name, candidates, cutoff=0.6):
     """The candidate most like ``name`` (difflib's ratio >= ``cutoff``), else None.
 
-    Linear in the number of candidates and cheap per candidate: lengths that cannot reach
-    the cutoff are skipped before any comparison, and a very long name gets no suggestion.
+    Linear in the number of candidates: at most a few hundred of them, of lengths that can
+    reach the cutoff, are compared, and a very long name gets no suggestion.
     """
-    import difflib  # only on error paths
-
     if not isinstance(name, str) or not name or len(name) > 100:
         return None
-    n = len(name)
-    # ratio = 2*M/(la+lb) <= 2*min(la,lb)/(la+lb): lengths outside this window cannot match
-    lo, hi = n * cutoff / (2 - cutoff), n * (2 - cutoff) / cutoff
-    pool = [c for c in candidates if isinstance(c, str) and lo <= len(c) <= hi and c != name]
-    if len(pool) > _POOL_LIMIT:
-        first, last = name[0].lower(), name[-1].lower()
-        near = [c for c in pool if c[0].lower() == first or c[-1].lower() == last]
-        pool = (near if near else pool)[:_POOL_LIMIT]
-    best = difflib.get_close_matches(name, pool, n=1, cutoff=cutoff)
-    return best[0] if best else None
+    return Suggestions(candidates).match(name, cutoff)
 
 
 def did_you_mean(name, candidates):

@@ -211,9 +211,9 @@ def _check_scalar(ev):
     shape = np.shape(ev.value)
     if shape != ():
         node = ev.graph.nodes[ev.output]
-        raise EvalError(f"the loss must be a scalar, but {clip(ev.output_name or 'the output', 40)}"
-                        f" has shape {shape}: reduce it with mean(...) or sum(...)",
-                        ev.graph.text, node.start)
+        what = node.name or ev.graph.source(ev.output, 40)
+        raise EvalError(f"the loss must be a scalar, but {clip(what, 40)} has shape {shape}: "
+                        f"reduce it with mean(...) or sum(...)", ev.graph.text, node.start)
 
 
 def _compile(ev, params, data):

@@ -10,7 +10,7 @@ import gradcli
 from gradcli import engine, training
 from gradcli.parse import parse
 
-from conftest import GATES, bad, cli, run
+from conftest import GATES, ROOT, bad, cli, run
 
 SEED_LOSS = "mean((w*x + b - y)**2)"
 SEED_DATA = dict(x=[1.0, 2.0, 3.0, 4.0], y=[2.0, 3.0, 4.0, 5.0])
@@ -507,3 +507,36 @@ def test_plot_without_matplotlib_says_how_to_install(gradcli_exe, tmp_path):
             env={"PYTHONPATH": str(fake)})
     assert p.returncode == 2 and "pip install 'gradcli[plot]'" in p.stderr
     assert p.stdout == "" and "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------- the examples
+
+EXAMPLES = ROOT / "examples" / "descend"
+
+
+def _header_command(name):
+    """The command in an example's header comment, with its continuation lines joined."""
+    lines = [ln[1:].strip() for ln in (EXAMPLES / name).read_text().splitlines()
+             if ln.startswith("#")]
+    start = next(k for k, ln in enumerate(lines) if ln.startswith("gradcli descend"))
+    cmd = ""
+    for ln in lines[start:]:
+        cmd += ln.rstrip("\\").strip() + " "
+        if not ln.endswith("\\"):
+            break
+    return cmd.split()[1:]  # without "gradcli"
+
+
+@pytest.mark.parametrize("name,check", [
+    ("linear.gc", lambda d: abs(d["params"]["w"] - 1) < 0.02 and abs(d["params"]["b"] - 1)
+     < 0.04),
+    ("logistic.gc", lambda d: d["params"]["w"] > 0.5 and d["loss"][-1] < 0.5),
+    ("twolayer.gc", lambda d: d["loss"][-1] < 0.05),
+])
+def test_examples_fit(name, check, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the paths in the comments are relative to the repository's root
+    r = cli(*_header_command(name), "--format", "json")
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
+    assert check(d), d["loss"][-1]
+    assert d["loss"][-1] < d["loss"][0]

@@ -139,7 +139,7 @@ def _json(text, what, warnings=None, name=None):
     hook = number if _EXTREME.search(text) else float
     try:
         obj = json.loads(_NONFINITE.sub(_json_nonfinite, text), parse_int=hook,
-                         parse_float=hook)
+                         parse_float=hook, object_pairs_hook=_unique_keys(what))
     except json.JSONDecodeError as e:
         raise BindingError(f"{what}: {e.msg} at line {e.lineno}, column {e.colno} "
                            f"of {_clip(text)}") from None
@@ -153,6 +153,19 @@ def _json(text, what, warnings=None, name=None):
                 warnings.append(f"{where}: {n} number{'s are' if n > 1 else ' is'} too "
                                 f"{size} for float64 and become{'s' * (n == 1)} {to}")
     return obj
+
+
+def _unique_keys(what):
+    def pairs(items):
+        seen = {}
+        for k, v in items:
+            key = normal_name(k) if isinstance(k, str) else k
+            if key in seen:
+                raise BindingError(f"{what.replace('cannot read ', '')}: {_clip(k)} is given "
+                                   f"twice; give each name one value")
+            seen[key] = v
+        return dict(items)
+    return pairs
 
 
 def _json_nonfinite(m):

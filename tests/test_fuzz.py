@@ -201,3 +201,25 @@ def test_fuzz_random_programs_and_bindings():
     assert counts["ok"] > n // 20 and counts["errors"] > n // 20  # both paths exercised
     assert not failures, "\n".join(f"{kind}: gradcli {' '.join(map(repr, args))}\n  {detail}"
                                    for kind, args, detail in failures[:10])
+
+
+def test_fuzz_sample_through_the_console_script(gradcli_exe):
+    """A few of the same inputs through the real console script: the same exit code and
+    the same stdout as in process (so the entry point adds nothing and loses nothing)."""
+    from conftest import run
+
+    r = random.Random(int(os.environ.get("GRADCLI_FUZZ_SEED", "17")) + 1)
+    tried = 0
+    while tried < 6:
+        text = expr(r) if tried % 2 else program(r)
+        args = [r.choice(["eval", "grad"]), "--format", "json", "--", text] + bindings(r, text)
+        if "\x00" in " ".join(args):  # a command line cannot hold NUL
+            continue
+        tried += 1
+        inproc = cli(*args)
+        real = run(gradcli_exe, *args)
+        assert real.returncode == inproc.code, (args, real.stderr, inproc.err)
+        assert real.stdout == inproc.out, args
+        assert "Traceback" not in real.stderr
+        if real.returncode == 0:
+            strict_json(real.stdout)

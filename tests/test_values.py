@@ -262,3 +262,12 @@ def test_npz_that_unpacks_past_the_cap(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADCLI_MAX_BYTES", "100000")
     msg = error(values.load_values_file, str(tmp_path / "bomb.npz"))
     assert "its arrays unpack to 800 KB; gradcli reads at most 100 KB" in msg
+
+
+def test_values_file_naming_a_variable_twice(tmp_path):
+    f = tmp_path / "v.json"
+    f.write_text('{"x": 1, "y": 2, "x": 3}')
+    assert error(values.load_values_file, str(f)) == \
+        f"--values {f}: 'x' is given twice; give each name one value"
+    f.write_text('{"x": [1, 2], "y": "@nope.npy"}')
+    assert "y=@nope.npy: no such file" in error(values.load_values_file, str(f))

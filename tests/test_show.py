@@ -395,7 +395,8 @@ def test_a_matrix_is_a_heat_map_with_numbers_on_hover(tmp_path, opened):
     colours = cells.evaluate_all("tds => tds.map(td => td.style.background)")
     assert colours[3] == "rgb(192, 57, 43)"  # the largest magnitude: full red
     assert "36, 113, 163" in colours[1]      # negative: blue
-    o.page.locator("#detail-value table.heat td").nth(1).hover()
+    cells.nth(1).hover()
+    assert o.text("#detail-value .readout") == "[0, 1] = -2"
 
 
 def test_check_page_in_the_browser(tmp_path, opened):

@@ -24,6 +24,7 @@ TEMPLATE = """<!DOCTYPE html>
 </header>
 <main>
   <section id="graph" aria-label="the computational graph">
+    <button id="zoom" title="fit the whole graph into the pane, or show it at its size"></button>
 %SVG%
   </section>
   <aside>
@@ -63,7 +64,10 @@ h1 code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
 #notes div { font-size: 13px; color: #7a5b00; }
 main { display: flex; gap: 0; align-items: stretch; height: calc(100vh - 64px);
        min-height: 420px; }
-#graph { flex: 1 1 60%; min-width: 0; overflow: auto; padding: 12px; }
+#graph { flex: 1 1 60%; min-width: 0; overflow: auto; padding: 12px; position: relative; }
+#zoom { position: sticky; top: 0; left: 0; z-index: 2; font-size: 12px; padding: 2px 8px;
+        border: 1px solid #ccc; background: #fff; border-radius: 4px; cursor: pointer;
+        opacity: .85; display: block; margin-bottom: 4px; }
 details.program pre { max-height: 30vh; overflow: auto; font-size: 13px; margin: 4px 0; }
 aside { flex: 0 0 40%; max-width: 560px; padding: 12px 16px; border-left: 1px solid #e4e4e0;
         background: #fff; overflow: auto; }
@@ -98,7 +102,8 @@ aside { flex: 0 0 40%; max-width: 560px; padding: 12px 16px; border-left: 1px so
 table.arr { border-collapse: collapse; font: 12px ui-monospace, monospace; margin: 3px 0; }
 table.arr td { border: 1px solid #ddd; padding: 2px 5px; text-align: right; }
 table.arr th { color: #999; font-weight: normal; padding: 0 4px; }
-table.heat td { width: 22px; height: 22px; padding: 0; border: 1px solid #fff; }
+table.heat td { width: 22px; height: 22px; padding: 0; border: 1px solid #e8e8e4; }
+.readout { font: 12px ui-monospace, monospace; color: #333; min-height: 1.3em; }
 table.heat td:hover { outline: 2px solid #333; }
 .chips span { display: inline-block; margin: 2px; padding: 1px 6px; border: 1px solid #ccc;
               border-radius: 10px; cursor: pointer; font-size: 12px; }
@@ -151,11 +156,16 @@ JS = r"""
     // a small graph grows to fill its pane; a big one keeps its size and scrolls
     var w0 = svg.width.baseVal.value, h0 = svg.height.baseVal.value;
     var avail = $("graph").clientWidth - 24, availH = $("graph").clientHeight - 24;
-    if (w0 > 0 && w0 < avail) {
-      var f = Math.min(avail / w0, Math.max(availH, 200) / h0, 2.2);
-      if (f > 1) { svg.setAttribute("width", (w0 * f).toFixed(0) + "px");
-                   svg.setAttribute("height", (h0 * f).toFixed(0) + "px"); }
-    }
+    var fit = w0 > 0 && h0 > 0 ? Math.min(avail / w0, Math.max(availH, 240) / h0, 2.2) : 1;
+    var scale = function (f) { svg.setAttribute("width", (w0 * f).toFixed(0) + "px");
+                               svg.setAttribute("height", (h0 * f).toFixed(0) + "px"); };
+    var fitted = fit >= 0.7;  // too small to read when fitted: natural size, and scroll
+    if (fitted) scale(fit);
+    $("zoom").textContent = fitted ? "actual size" : "fit to pane";
+    $("zoom").onclick = function () {
+      fitted = !fitted; scale(fitted ? fit : 1);
+      $("zoom").textContent = fitted ? "actual size" : "fit to pane";
+    };
   }
   T.indexed = performance.now();
   for (var n2 = 0; n2 < M; n2++) {
@@ -295,7 +305,7 @@ JS = r"""
       });
       h += "</tr>";
     });
-    return h + "</table>";
+    return h + "</table><div class='readout'>&nbsp;</div>";
   }
   function detail(p) {
     var nd = nodes[p], h = "";
@@ -362,6 +372,13 @@ JS = r"""
     var best = null;
     ns.forEach(function (q) { if (best === null || nodes[q].id > nodes[best].id) best = q; });
     if (best !== null) select(best);
+  });
+  $("detail").addEventListener("mouseover", function (ev) {  // a heat map's numbers on hover
+    var td = ev.target;
+    if (td.tagName !== "TD" || !td.title) return;
+    var table = td.closest("table.heat");
+    var out = table && table.nextElementSibling;
+    if (out && out.className === "readout") out.textContent = td.title;
   });
   $("detail").addEventListener("click", function (ev) {
     var q = ev.target.getAttribute && ev.target.getAttribute("data-p");

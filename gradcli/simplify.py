@@ -137,6 +137,8 @@ def rewrite(b, op, inputs, params, shape):
             folded = fold(b, op, inputs, params)
             if folded is not None:
                 return folded
+    if b.as_written:  # the program's own values: kept as the user wrote them
+        return None
     O = ops()
     if op.partials is not None and len(inputs) > 1:
         new = _unbroadcast_inputs(b, inputs, shape, O)

@@ -149,6 +149,7 @@ class Builder:
         self.table = {}
         self.dtype = dtype
         self.terms = {}  # sym id -> its terms as a sum (simplify's like terms), or None
+        self.as_written = False  # True while lifting a program: fold constants, nothing else
 
     # -- sources
     def var(self, name, probe):
@@ -354,6 +355,7 @@ def lift(graph, bindings=None, *, output=None, dtype="float64", unique=()):
     variables = {}
     k = 0
     unique = set(unique)
+    b.as_written = True
     try:
         for i in order:
             node = nodes[i]
@@ -378,6 +380,8 @@ def lift(graph, bindings=None, *, output=None, dtype="float64", unique=()):
                                f"without bindings every variable is taken as a scalar: "
                                f"give NAME=VALUE bindings for their shapes") from None
         raise
+    finally:
+        b.as_written = False
     return Lifted(b, graph, syms, syms[out_id], out_name, variables, ev)
 
 
@@ -826,7 +830,16 @@ def to_graph(d, name):
         if reach[i]:
             for x in b.nodes[i].inputs:
                 reach[x.id] = 1
-    text = d.text[name]
+    # each node's own printed form, one per line: messages about node i quote its line
+    inline, statements = d.program._language
+    lines, spans, pos = [], {}, 0
+    for i in range(top + 1):
+        if reach[i]:
+            t = statements.get(i) or (inline[i][0] if i in inline else f"#{i}")
+            spans[i] = (pos, pos + len(t))
+            lines.append(t)
+            pos += len(t) + 1
+    text = "\n".join(lines)
     nodes, ids, names = [], {}, {}
     # the program's variables first, so the graph binds what the program binds
     for vname, s in d.lifted.variables.items():
@@ -838,24 +851,28 @@ def to_graph(d, name):
         if not reach[i] or i in ids:
             continue
         s = b.nodes[i]
+        start, end = spans[i]
         if s.op is oplib.CONST:
             value = np.array(np.broadcast_to(s.value, s.shape), dtype=np.float64)
             value.flags.writeable = False
-            node = Node(len(nodes), oplib.CONST, (), (), None, value, 0, len(text))
+            node = Node(len(nodes), oplib.CONST, (), (), None, value, start, end)
         else:
             node = Node(len(nodes), s.op, tuple(ids[x.id] for x in s.inputs), s.params,
-                        None, None, 0, len(text))
+                        d.program.named.get(i), None, start, end)
         nodes.append(node)
         ids[i] = node.id
     label = d.label(name)
     out = ids[top]
     if nodes[out].op is oplib.VAR:  # d/dx = y: an output node of its own
-        node = Node(len(nodes), _infix("mul"), (out, _const_node(nodes, 1.0, len(text))), (),
-                    label, None, 0, len(text))
+        one = _const_node(nodes, 1.0, len(text))
+        node = Node(len(nodes), _infix("mul"), (out, one), (), label, None, 0, len(text))
         nodes.append(node)
         out = node.id
-    elif nodes[out].name is None:
+    else:
         nodes[out].name = label
+    for node in nodes:
+        if node.name and node.op is not oplib.VAR:
+            names.setdefault(node.name, node.id)
     names[label] = out
     return Graph(text, nodes, names, out, label)
 

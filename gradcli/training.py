@@ -582,65 +582,69 @@ def parse_shape(text, name="--shape"):
 
 # ================================================================ data: mini-batches
 
-def read_table(path):
-    """A file of rows as {column name: array with a leading row axis}.
+def read_table(path, names=None):
+    """A whole batch file in memory: {column name: array with a leading row axis}
+    (gradcli.batching reads it: a CSV with a header, JSON Lines, .npy or .npz)."""
+    from .batching import iter_chunks
 
-    ``.npz`` (every array shares its first axis), ``.csv`` with a header row, ``.jsonl``
-    (one object per line).  Small and self-contained on purpose: :mod:`gradcli.batching`
-    streams these files for ``eval --batch``, and this function is where descend would
-    take it instead.
-    """
-    import io
-    import json
+    parts = {}
+    for chunk in iter_chunks(path, 65536, names):
+        for k, v in chunk.items():
+            parts.setdefault(k, []).append(v)
+    if not parts:
+        raise BindingError(f"--batch {clip(str(path), 60)}: the file has no rows")
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
-    from . import files
-    from .values import from_nested, read_npz
 
-    what = f"--batch {path}"
-    ext = files.extension(path)
-    if ext == ".npz":
-        cols = read_npz(files.read_bytes(path, what), what)
-    elif ext == ".csv":
-        text = files.read_text(path, what)
-        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        if not lines:
-            raise BindingError(f"{what}: the file holds no rows")
-        header = [c.strip().strip('"').strip("'").strip() for c in lines[0].split(",")]
-        try:
-            [float(c) for c in header]
-            raise BindingError(f"{what}: the first row must name the columns (a header "
-                               f"like x,y), so each column binds the variable it names")
-        except ValueError:
-            pass
-        if len(lines) < 2:
-            raise BindingError(f"{what}: the file has a header row and no numbers")
-        try:
-            table = np.loadtxt(io.StringIO("\n".join(lines[1:])), delimiter=",",
-                               dtype=np.float64, ndmin=2)
-        except ValueError as e:
-            raise BindingError(f"{what}: {str(e).splitlines()[0]}") from None
-        if table.shape[1] != len(header):
-            raise BindingError(f"{what}: the header names {len(header)} columns but the rows "
-                               f"have {table.shape[1]}")
-        cols = {h: table[:, k] for k, h in enumerate(header)}
-    elif ext in (".jsonl", ".ndjson"):
-        rows = [json.loads(ln) for ln in files.read_text(path, what).splitlines() if ln.strip()]
-        if not rows or not all(isinstance(r, dict) for r in rows):
-            raise BindingError(f"{what}: give one JSON object per line")
-        cols = {k: np.stack([from_nested(r[k], k) for r in rows]) for k in rows[0]}
-    else:
-        raise BindingError(f"{what}: give a .csv file with a header, a .jsonl file or an "
-                           f".npz archive")
-    n = {np.shape(v)[0] if np.ndim(v) else None for v in cols.values()}
-    if None in n or len(n) != 1:
-        raise BindingError(f"{what}: every column must have the same number of rows "
-                           f"(a leading batch axis)")
-    return cols
+def column_names(path):
+    """The columns of a batch file, read from its head."""
+    from .batching import open_points
+
+    points = open_points(path)
+    try:
+        return list(points.names)
+    finally:
+        points.close()
+
+
+class StreamBatches:
+    """Mini-batches read from the file as the loop goes, in file order, one pass per epoch
+    (memory stays flat however long the file is); the last batch of a pass may be
+    smaller."""
+
+    def __init__(self, path, size, names):
+        self.path, self.size, self.names = path, int(size), names
+        self.epoch = 0
+        self.rows = None      # known once a pass has ended
+        self.columns = None   # never all in memory
+        self._chunks = None
+        self._seen = 0
+
+    def __next__(self):
+        from .batching import iter_chunks
+
+        while True:
+            if self._chunks is None:
+                self._chunks = iter_chunks(self.path, self.size, self.names)
+                self.epoch += 1
+                self._seen = 0
+            chunk = next(self._chunks, None)
+            if chunk is not None:
+                self._seen += len(next(iter(chunk.values())))
+                return chunk
+            if not self._seen:
+                raise BindingError(f"--batch {clip(str(self.path), 60)}: the file has no rows")
+            self.rows, self._chunks = self._seen, None
+
+    def skip(self, n):
+        for _ in range(n):
+            next(self)
 
 
 class Batches:
-    """Mini-batches of ``size`` rows, in file order or shuffled each epoch (``rng``); the
-    last batch of an epoch may be smaller, as PyTorch's DataLoader (drop_last=False)."""
+    """Mini-batches of ``size`` rows of columns in memory, in order or shuffled each epoch
+    (``rng``); the last batch of an epoch may be smaller, as PyTorch's DataLoader
+    (drop_last=False)."""
 
     def __init__(self, columns, size, shuffle=False, rng=None):
         self.columns = columns
@@ -817,25 +821,38 @@ def descend(program, bindings=None, /, *, params, lr=0.01, steps=100, optimizer=
     batches = None
     data_names = []
     if batch is not None:
-        columns = read_table(batch) if isinstance(batch, (str, os.PathLike)) else {
-            k: np.asarray(v) for k, v in dict(batch).items()}
+        in_file = isinstance(batch, (str, os.PathLike))
+        path = os.fspath(batch) if in_file else None
+        # a file in file order streams; shuffled (or stdin, read once) it is read whole
+        stream = in_file and batch_size is not None and not shuffle and path != "-"
+        columns = None
+        if in_file and stream:
+            available = column_names(path)
+        else:
+            columns = read_table(path) if in_file else {k: np.asarray(v)
+                                                         for k, v in dict(batch).items()}
+            available = list(columns)
         variables = graph.variables
-        for n in columns:
+        for n in available:
             if n in names:
                 raise BindingError(f"--batch: column {clip(n, 40)} is a parameter; "
                                    f"parameters come from bindings or --init, not the data")
-        data_names = [n for n in columns if n in variables]
-        for n in columns:
+        data_names = [n for n in available if n in variables]
+        for n in available:
             if n not in variables:
                 warnings.append(f"--batch column {clip(n, 40)} is not used: the program has "
                                 f"no variable {clip(n, 40)}")
-        columns = {n: columns[n] for n in data_names}
         if not data_names:
             raise BindingError("--batch: no column of the file names a variable of the "
                                "program (give the file a header row with their names)")
-        size = _number(batch_size, "--batch-size", 1, integer=True) if batch_size else \
-            next(iter(columns.values())).shape[0]
-        batches = Batches(columns, size, shuffle, np.random.default_rng([seed, 1]))
+        if stream:
+            size = _number(batch_size, "--batch-size", 1, integer=True)
+            batches = StreamBatches(path, size, data_names)
+        else:
+            columns = {n: columns[n] for n in data_names}
+            size = _number(batch_size, "--batch-size", 1, integer=True) if batch_size else \
+                next(iter(columns.values())).shape[0]
+            batches = Batches(columns, size, shuffle, np.random.default_rng([seed, 1]))
         batches.skip(opt.t)  # a resumed run continues where the data stood
         for n in data_names:
             if n in given:
@@ -927,7 +944,8 @@ def descend(program, bindings=None, /, *, params, lr=0.01, steps=100, optimizer=
                 step = compiled(data)
     elapsed = time.perf_counter() - t0
     full_loss = None
-    if batches is not None:  # the loss on all the data at the end, beside the batch's
+    if batches is not None and batches.columns is not None:
+        # the loss on all the data at the end (when they are in memory), beside the batch's
         binds = dict(fixed)
         binds.update(zip(names, P))
         binds.update(batches.columns)

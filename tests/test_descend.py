@@ -540,3 +540,25 @@ def test_examples_fit(name, check, monkeypatch):
     d = json.loads(r.out)
     assert check(d), d["loss"][-1]
     assert d["loss"][-1] < d["loss"][0]
+
+
+def test_batches_stream_the_file_in_order(tmp_path, monkeypatch):
+    """In file order the file is read chunk by chunk, a new pass each epoch (never whole)."""
+    from gradcli import batching
+
+    x = np.linspace(-1, 1, 10)
+    f = tmp_path / "d.csv"
+    _write_csv(f, x, 2 * x + 1)
+    sizes = []
+    real = batching.iter_chunks
+
+    def spy(path, chunk_size=None, names=None):
+        sizes.append(chunk_size)
+        return real(path, chunk_size, names)
+    monkeypatch.setattr(batching, "iter_chunks", spy)
+    r = gradcli.descend(SEED_LOSS, params="w,b", w=0, b=0, batch=str(f), batch_size=4,
+                        steps=7, lr=0.1)
+    assert sizes == [4, 4, 4]  # three passes over 10 rows in batches of 4, 4, 2
+    assert r.epochs == 3 and r.full_loss is None
+    whole = gradcli.descend(SEED_LOSS, params="w,b", w=0, b=0, batch=str(f), steps=3)
+    assert whole.batch_size == 10 and whole.full_loss == whole.loss[-1]

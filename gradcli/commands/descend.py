@@ -140,11 +140,12 @@ def _dumb():
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of --init and --shuffle.")
 @click.option("--batch", "batch_file", metavar="FILE",
-              help="Data in mini-batches: a CSV with a header, .jsonl or .npz whose columns "
-                   "bind the data variables they name.")
+              help="Data from a file (a CSV with a header, .jsonl, .npy/.npz) whose columns "
+                   "bind the data variables they name; streamed in file order.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Rows per step  [default: the whole file]")
-@click.option("--shuffle", is_flag=True, help="Shuffle the rows each epoch (--seed).")
+              help="Rows per step (mini-batches)  [default: every row]")
+@click.option("--shuffle", is_flag=True,
+              help="A new order of the rows each epoch (--seed); reads the file whole.")
 @click.option("--tol", type=float, default=None,
               help="Stop when the loss changes by less than this in one step.")
 @click.option("--max-time", type=float, default=None, metavar="SECONDS",

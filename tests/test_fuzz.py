@@ -74,7 +74,8 @@ def value(r):
                          "1e308", "2.5e-3", "abc", "", "1,2", "[]", "[[]]", "@nope.npy"])
     if roll < 0.7:
         n = r.randint(0, 4)
-        return "[" + ", ".join(r.choice(["1", "2", "-1", "0.5", "nan", "0"]) for _ in range(n)) + "]"
+        items = (r.choice(["1", "2", "-1", "0.5", "nan", "0"]) for _ in range(n))
+        return "[" + ", ".join(items) + "]"
     if roll < 0.85:
         rows, cols = r.randint(1, 3), r.randint(1, 3)
         ragged = r.random() < 0.2

@@ -126,7 +126,8 @@ def test_size_cap_says_so(tmp_path, monkeypatch):
     assert "the file is 21 bytes; gradcli reads at most 10 bytes" in msg
     assert "GRADCLI_MAX_BYTES" in msg
     monkeypatch.setenv("GRADCLI_MAX_BYTES", "lots")
-    assert "GRADCLI_MAX_BYTES=lots: give a number of bytes" in error(values.parse_value, f"@{f}", "x")
+    msg = error(values.parse_value, f"@{f}", "x")
+    assert "GRADCLI_MAX_BYTES=lots: give a number of bytes" in msg
 
 
 def test_a_file_longer_than_its_size_says_is_stopped_at_the_cap(monkeypatch):

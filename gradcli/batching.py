@@ -891,10 +891,12 @@ def open_points(path, names=None, chunk_size=CHUNK, keep_going=False, on_bad=Non
     kind = _kind(path, head)
     if kind in ("npy", "npz"):
         return _ArrayPoints(stream, path, what, kind, names, chunk_size)
+    if kind == "csv":
+        return _CsvPoints(None, stream, size, path, what, names, chunk_size, keep_going,
+                          on_bad)
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline=None,
                             errors="strict")
-    cls = _JsonlPoints if kind == "jsonl" else _CsvPoints
-    return cls(text, stream, size, path, what, names, chunk_size, keep_going, on_bad)
+    return _JsonlPoints(text, stream, size, path, what, names, chunk_size, keep_going, on_bad)
 
 
 def iter_chunks(path, chunk_size=CHUNK, names=None):
@@ -952,26 +954,47 @@ def _cell_text(cell):
     return repr(clip(cell, 40)) if cell.strip() else "an empty cell"
 
 
+#: Bytes a CSV number may be made of, for the fastest parser (JSON's number syntax).
+_NUMBER_BYTES = b"0123456789+-.eE, \t\n"
+_BLOCK = 1 << 22
+
+
 class _CsvPoints(_TextPoints):
-    """CSV with a header row: one column per scalar variable."""
+    """CSV with a header row: one column per scalar variable.
+
+    Read as bytes, by blocks: a block's complete lines are one chunk.  When every line has
+    the right number of commas and nothing but numbers, the whole chunk is parsed by one C
+    call (orjson when installed, else NumPy); otherwise the csv module reads it row by row,
+    which handles quotes and blank lines and names the line and column of each bad cell.
+    """
 
     def __init__(self, *args):
         super().__init__(*args)
         import csv
 
-        header = ""
+        header = b""
         while not header.strip():
-            header = self.text.readline()
+            header = self.raw.readline()
             self.line += 1
             if not header:
                 raise BindingError(f"{self.what}: the file is empty; a batch CSV starts with "
                                    f"a header row naming its columns (x,y,z)")
-        cells = [c.strip() for c in next(csv.reader([header]))]
+        if header.startswith(b"\xef\xbb\xbf"):
+            header = header[3:]
+        try:
+            text = header.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BindingError(f"{self.what}: the header row is not UTF-8 text") from None
+        self.pending = b""
+        if "\r" in text.rstrip("\r\n"):  # a lone CR ends lines (an old Mac file)
+            text, rest = text.split("\r", 1)
+            self.pending = rest.encode("utf-8")
+        cells = [c.strip() for c in next(csv.reader([text.rstrip("\r\n")]))]
         from .values import normal_name
 
         cells = [normal_name(c) for c in cells]
         if all(_is_number(c) for c in cells):
-            raise BindingError(f"{self.what}: the first row ({clip(header.strip(), 40)}) is "
+            raise BindingError(f"{self.what}: the first row ({clip(text.strip(), 40)}) is "
                                f"numbers, not a header; a batch CSV starts with a row naming "
                                f"its columns (x,y,z)")
         for k, c in enumerate(cells):
@@ -985,59 +1008,108 @@ class _CsvPoints(_TextPoints):
         wanted = self.wanted
         self.names = [c for c in cells if wanted is None or c in wanted]
         self.use = [cells.index(n) for n in self.names]
+        self.done = len(header)
+
+    def close(self):
+        super().close()
+
+    def _blocks(self):
+        """(bytes of whole lines, newline positions in it, their count), chunk by chunk."""
+        buf = self.pending
+        eof = False
+        while True:
+            while not eof and buf.count(b"\n") < self.chunk_size:
+                more = self.raw.read(_BLOCK)
+                if not more:
+                    eof = True
+                    break
+                buf += more
+                if len(buf) >= _BLOCK and b"\n" in more:
+                    break
+            if b"\r" in buf:
+                hold = b""
+                if buf.endswith(b"\r") and not eof:  # its \n may be in the next block
+                    buf, hold = buf[:-1], b"\r"
+                buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + hold
+            if eof and buf and not buf.endswith(b"\n"):
+                buf += b"\n"
+            if not buf:
+                return
+            arr = np.frombuffer(buf, dtype=np.uint8)
+            nl = np.flatnonzero(arr == 10)
+            if not len(nl):
+                if eof:
+                    return
+                continue
+            n = min(len(nl), self.chunk_size)
+            end = int(nl[n - 1]) + 1
+            body, buf = buf[:end], buf[end:]
+            self.done += end
+            yield body, arr[:end], nl[:n]
 
     def __iter__(self):
-        while True:
+        for body, arr, nl in self._blocks():
             start = self.line + 1
-            lines = self._lines()
-            if not lines:
-                return
-            self.line += len(lines)
-            cols = self._fast(lines)
-            if cols is None:
-                cols, numbers = self._careful(lines, start)
-            else:
-                numbers = None
-            if cols is None:
+            n = len(nl)
+            self.line += n
+            cols = self._fast(body, arr, nl)
+            if cols is not None:
+                yield cols, np.arange(start, start + n)
                 continue
-            if numbers is None:
-                numbers = np.arange(start, start + len(lines))
-            yield cols, numbers
+            cols, numbers = self._careful(body, start)
+            if cols is not None:
+                yield cols, numbers
 
-    def _fast(self, lines):
-        """All cells numbers, every line complete: NumPy's C parser on the whole chunk."""
-        n, ncols = len(lines), self.ncols
-        if not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
+    def _fast(self, body, arr, nl):
+        """Every line complete and all numbers: one C call parses the whole chunk."""
+        n, ncols = len(nl), self.ncols
         if ncols > 1:
-            counts = np.fromiter(map(str.count, lines, itertools.repeat(",")), dtype=np.intp,
-                                 count=n)
-            if (counts != ncols - 1).any():
+            commas = np.flatnonzero(arr == 44)
+            if len(commas) != n * (ncols - 1):
                 return None
-        body = "".join(lines)
-        if '"' in body:
-            return None
-        body = body[:-1].replace("\n", ",")
-        try:
-            with pywarnings.catch_warnings():
-                pywarnings.simplefilter("error")
-                flat = np.fromstring(body, sep=",")
-        except (ValueError, DeprecationWarning):
-            return None
-        if flat.size != n * ncols:
+            commas = commas.reshape(n, ncols - 1)
+            starts = np.empty(n, dtype=nl.dtype)
+            starts[0] = -1
+            starts[1:] = nl[:-1]
+            if not ((commas[:, 0] > starts).all() and (commas[:, -1] < nl).all()):
+                return None
+        flat = None
+        if not body.translate(None, _NUMBER_BYTES):  # only digits, signs, e, commas
+            oj = _orjson()
+            if oj is not None:
+                try:
+                    flat = np.array(oj.loads(b"[" + body[:-1].replace(b"\n", b",") + b"]"),
+                                    dtype=np.float64)
+                except (ValueError, TypeError, OverflowError):
+                    flat = None
+        if flat is None:
+            try:
+                text = body[:-1].decode("ascii").replace("\n", ",")
+                with pywarnings.catch_warnings():
+                    pywarnings.simplefilter("error")
+                    flat = np.fromstring(text, sep=",")
+            except (ValueError, DeprecationWarning, UnicodeDecodeError):
+                return None
+        if flat.ndim != 1 or flat.size != n * ncols:
             return None
         table = flat.reshape(n, ncols)
         return {name: np.ascontiguousarray(table[:, k]) for name, k in zip(self.names,
                                                                              self.use)}
 
-    def _careful(self, lines, start):
+    def _careful(self, body, start):
         """Row by row with the csv module: blank lines skipped, each bad cell named."""
         import csv
 
-        rows = list(csv.reader(lines))
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = start + body.count(b"\n", 0, e.start)
+            raise BindingError(f"{self.what} line {line}: not UTF-8 text") from None
+        lines = text.split("\n")[:-1]
         keep, numbers = [], []
-        for k, row in enumerate(rows):
+        for k, line_text in enumerate(lines):
             line = start + k
+            row = next(csv.reader([line_text]), [])
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if len(row) != self.ncols:

@@ -496,7 +496,7 @@ def _output(path, spool):
         yield out
         out.flush()
         return
-    with tempfile.SpooledTemporaryFile(max_size=64 << 20) as buf:
+    with tempfile.SpooledTemporaryFile(max_size=4 << 20) as buf:
         yield buf
         buf.seek(0)
         import shutil

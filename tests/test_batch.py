@@ -193,7 +193,7 @@ def vector_programs(draw, depth=2):
     return f"({a} {draw(st.sampled_from(['+', '*', '-']))} {draw(vector_programs(depth - 1))})"
 
 
-REDUCE = ["sum({})", "mean({})", "max({})", "min({})", "logsumexp({})", "{}[1]",
+REDUCE = ["sum({})", "mean({})", "max({})", "min({})", "logsumexp({})", "({})[1]",
           "dot({}, u)"]
 
 

@@ -941,14 +941,15 @@ def _prod_vjp(g, out, x, axis=None, keepdims=False):
 
 
 def _var_vjp(g, out, x, axis=None, correction=1, keepdims=False):
+    # the small factor first: two passes over x's elements, not four
     n = _count(x, axis)
-    return _spread(g, x, axis) * (2 / (n - correction)) * (x - mean(x, axis, True))
+    return (x - mean(x, axis, True)) * (_keep(g, x, axis) * (2 / (n - correction)))
 
 
 def _std_vjp(g, out, x, axis=None, correction=1, keepdims=False):
     n = _count(x, axis)
-    return _spread(g, x, axis) * (x - mean(x, axis, True)) / (_keep(out, x, axis) *
-                                                               (n - correction))
+    return (x - mean(x, axis, True)) * (_keep(g, x, axis) / (_keep(out, x, axis) *
+                                                             (n - correction)))
 
 
 def _norm_vjp(g, out, x, axis=None, keepdims=False):
@@ -963,7 +964,7 @@ sum_all = defop("sum", _sum, arity=1, params=(_AXES, _KEEP), batch=B_REDUCE,
                 doc="sum(x): all elements; sum(x, axis): along an axis or a tuple of axes")
 mean = defop("mean", _mean, arity=1, params=(_AXES, _KEEP), batch=B_REDUCE,
              vjps=(lambda g, out, x, axis=None, keepdims=False:
-                   _spread(g, x, axis) / _count(x, axis),),
+                   _spread(g / _count(x, axis), x, axis),),
              formulas=("g / n, spread back over the n elements averaged",),
              torch="torch.mean(x, dim, keepdim=False)",
              doc="mean(x): all elements; mean(x, axis): along an axis or a tuple of axes")

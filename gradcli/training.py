@@ -965,26 +965,26 @@ def descend(program, bindings=None, /, *, params, lr=0.01, steps=100, optimizer=
 
 
 def _diverged(k, L, names, P, prev):
+    """Which step and which parameter: the message of a loss that became nan or inf."""
     what = "nan" if L != L else "inf" if L > 0 else "-inf"
-    where = "at the starting parameters (step 0)" if k == 0 else f"at step {k}"
-    for n, p in zip(names, P):
+    if prev is None:
+        return (f"the loss is {what} at the starting parameters (step 0): the program gives "
+                f"{what} at the starting values")
+    head = f"the loss became {what} at step {k}"
+    tail = f"; the output shows the parameters after step {k - 1}; try a smaller --lr"
+    for n, p, g in zip(names, P, prev[1]):
         bad = ~np.isfinite(p)
         if np.any(bad):
             count = int(np.count_nonzero(bad))
-            of = f" ({count} of {p.size} elements)" if p.size > 1 else ""
-            return (f"the loss became {what} {where}: parameter {n} blew up{of} "
-                    f"(its last update was from a gradient of size "
-                    f"{_size(prev[1][names.index(n)]) if prev else '?'}); try a smaller --lr")
-    if prev is not None:
-        for n, p, g in zip(names, prev[0], prev[1]):
-            if np.any(~np.isfinite(g)):
-                return (f"the loss became {what} {where}: the gradient of {n} was not finite "
-                        f"at step {k - 1}")
-        sizes = [(float(np.max(np.abs(p))) if np.size(p) else 0.0, n) for n, p in zip(names, P)]
-        big, n = max(sizes)
-        return (f"the loss became {what} {where}: parameter {n} blew up (it reached "
-                f"{big:.3g}); try a smaller --lr")
-    return f"the loss is {what} {where}: the program gives {what} at the starting values"
+            of = f" in {count} of {p.size} elements" if p.size > 1 else ""
+            return (f"{head}: parameter {n} became non-finite{of} (its gradient reached "
+                    f"{_size(g)})" + tail)
+    for n, g in zip(names, prev[1]):
+        if np.any(~np.isfinite(g)):
+            return f"{head}: the gradient of {n} was not finite at step {k - 1}" + tail
+    sizes = [(float(np.max(np.abs(p))) if np.size(p) else 0.0, n) for n, p in zip(names, P)]
+    big, n = max(sizes)
+    return f"{head}: parameter {n} blew up (|{n}| reached {big:.3g})" + tail
 
 
 def _size(g):

@@ -231,7 +231,8 @@ def test_nan_stop_names_step_and_parameter():
     assert all(math.isfinite(v) for v in r.loss)
     assert all(np.isfinite(v) for v in r.params.values())
     k = r.steps + 1  # the step whose loss was not finite
-    assert f"at step {k}:" in r.diverged and "parameter w" in r.diverged, r.diverged
+    assert f"at step {k}:" in r.diverged and "parameter w blew up" in r.diverged, r.diverged
+    assert f"the parameters after step {k - 1}" in r.diverged
     c = cli("descend", SEED_LOSS, "--params", "w,b", "w=0", "b=0", "x=[1,2,3,4]",
             "y=[2,3,4,5]", "--lr", "1", "--steps", "1000", "--format", "json")
     assert c.code == 1 and c.exception is None
@@ -562,3 +563,54 @@ def test_batches_stream_the_file_in_order(tmp_path, monkeypatch):
     assert r.epochs == 3 and r.full_loss is None
     whole = gradcli.descend(SEED_LOSS, params="w,b", w=0, b=0, batch=str(f), steps=3)
     assert whole.batch_size == 10 and whole.full_loss == whole.loss[-1]
+
+
+# ---------------------------------------------------------------- golden files
+
+GOLDEN_CASES = {
+    "seed_sgd": SEED_ARGS + ["--lr", "0.01", "--steps", "1000"],
+    "seed_json": SEED_ARGS + ["--steps", "3", "--format", "json"],
+    "seed_adam_log_every": SEED_ARGS + ["--optimizer", "adam", "--lr", "0.1", "--steps",
+                                        "300", "--log-every", "50"],
+    "points_batches": ["descend", "-f", "examples/descend/linear.gc", "--params", "w,b",
+                       "w=0", "b=0", "--batch", "examples/descend/points.csv",
+                       "--batch-size", "3", "--shuffle", "--steps", "200", "--lr", "0.02"],
+    "nan_stop": SEED_ARGS + ["--lr", "1", "--steps", "1000", "--log-every", "1000"],
+    "error_not_scalar": ["descend", "(w*x - y)**2", "--params", "w", "w=0", "x=[1,2]",
+                         "y=[2,4]"],
+    "error_no_start": ["descend", SEED_LOSS, "--params", "w,b", "w=0", "x=[1,2,3,4]",
+                       "y=[2,3,4,5]"],
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN_CASES))
+def test_golden_output(name, monkeypatch):
+    """What people read, pinned (tests/golden/descend/; GRADCLI_UPDATE_GOLDEN=1 rewrites)."""
+    import os
+
+    from test_golden import render
+
+    monkeypatch.chdir(ROOT)
+    path = ROOT / "tests" / "golden" / "descend" / f"{name}.txt"
+    got = render(GOLDEN_CASES[name])
+    if os.environ.get("GRADCLI_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(got, encoding="utf-8")
+    want = "\n".join(line.rstrip() for line in path.read_text(encoding="utf-8").splitlines())
+    assert got.rstrip("\n") == want.rstrip("\n")
+
+
+def test_nan_names_the_parameter_that_became_nan():
+    # sqrt of a negative number: w's gradient is fine until w crosses 0, then the loss is nan
+    r = gradcli.descend("sqrt(w) + (w - 3)**2 * 0 + 10 * w", params="w", w=1.0, lr=0.04,
+                        steps=100)
+    assert r.stopped == "nan"
+    assert r.diverged.startswith(f"the loss became nan at step {r.steps + 1}: ")
+    assert float(r.params["w"]) > 0
+    r = gradcli.descend("sum(v * v)", params="v", v=[1e-300, 2.0], lr=1e308, steps=5)
+    assert r.diverged.startswith("the loss became inf at step 1: parameter v became "
+                                 "non-finite in 1 of 2 elements (its gradient reached 4)"), \
+        r.diverged
+    np.testing.assert_array_equal(r.params["v"], [1e-300, 2.0])
+    r = gradcli.descend("log(w)", params="w", w=-1, steps=5)
+    assert r.steps == 0 and r.diverged.startswith("the loss is nan at the starting")

@@ -406,7 +406,7 @@ def test_check_page_in_the_browser(tmp_path, opened):
     g = gradcli.compile("relu(x)*y")
     b = {"x": 0.0, "y": 2.0}
     path = tmp_path / "check.html"
-    path.write_text(html.check_page(gradcli.check(g, b), g, b), encoding="utf-8")
+    path.write_text(html.check_page(gradcli.check(g, b), b), encoding="utf-8")
     o = opened(path)
     assert "kink" in o.box(1).get_attribute("class")
     o.box(1).click()

@@ -226,6 +226,14 @@ def test_hostile_names_cannot_break_out_of_the_page():
     assert "</script>" in d["steps"][0]["t"]  # the text itself is intact
 
 
+def test_placeholders_in_the_program_stay_text():
+    page = gradcli.show("f = x * 2  # %JS% %DATA% %CSS%\ng = f + 1", x=1)
+    assert page.count('"use strict"') == 1  # the script once, not again in the heading
+    assert page.count('id="gradcli-data"') == 1
+    data_of(page)
+    assert "%JS% %DATA% %CSS%" in page  # in the heading, as written
+
+
 def test_nan_and_inf_survive_as_text():
     page = gradcli.show("log(x) * y", x=0.0, y=np.nan)
     d = data_of(page)  # strict JSON: no NaN tokens
@@ -256,7 +264,7 @@ def test_check_page_marks_a_kink_orange_with_its_slopes():
     g = parse("relu(x)*y")
     b = {"x": 0.0, "y": 2.0}
     report = gradcli.check(g, b)
-    page = html.check_page(report, g, b)
+    page = html.check_page(report, b)
     d = data_of(page)
     assert d["check"]["1"]["status"] == "kink"
     assert "one-sided slopes 0 (left) and 2 (right)" in d["check"]["1"]["text"]
@@ -270,7 +278,7 @@ def test_check_page_marks_a_failing_custom_op_red_with_the_blame():
     b = {"x": 3.0, "y": 2.0}
     report = gradcli.check(g, b)
     assert not report.ok
-    d = data_of(html.check_page(report, g, b))
+    d = data_of(html.check_page(report, b))
     fails = {k: v for k, v in d["check"].items() if v["status"] == "fail"}
     assert list(fails) == ["2"] and "disagrees with finite differences" in fails["2"]["text"]
     assert any(n.startswith("FAIL") for n in d["notes"])

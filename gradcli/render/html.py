@@ -331,12 +331,15 @@ def _explain_lines(res):
                 current = inputs.get(m.group(1))
             if current is not None:
                 out.setdefault(current, []).append(line[2:])
-        elif section == "local":
+        elif section == "local":  # "d(x+y)/dx = 1": the head is up to one of its "/d"s
             tight = body.replace(" ", "")
-            for head, i in heads.items():
-                if tight.startswith(head):
+            at = tight.find("/d")
+            while at >= 0:
+                i = heads.get(tight[:at + 2])
+                if i is not None:
                     out.setdefault(i, []).append(body)
                     break
+                at = tight.find("/d", at + 1)
     return out
 
 
@@ -494,14 +497,15 @@ def _mark_text(m, values, grads):
 
 # ---------------------------------------------------------------- the check page
 
-def check_page(report, graph, bindings, *, wrt=None, output=None, collapse=False,
-               max_nodes=None, title=None):
+def check_page(report, bindings, *, wrt=None, output=None, collapse=False, max_nodes=None,
+               title=None):
     """The page of a gradient check (``gradcli check ... --html page.html``): the walk of
     the reverse pass that was checked, nodes whose backward failed filled red with the blame
     text, nodes at a kink orange with their one-sided slopes, the verdict on top."""
     from .. import engine
     from .checkreport import _verdict
 
+    graph = report.graph
     res = engine.differentiate(graph, bindings, wrt=wrt, output=output, dtype="float64",
                                trace=True)
     check = check_marks(report)
@@ -564,10 +568,10 @@ def _assemble(heading, svg, data):
     if short != heading.strip():
         program = (f'<details class="program"><summary>the whole program</summary>'
                    f'<pre>{_html.escape(heading)}</pre></details>')
-    return (TEMPLATE.replace("%TITLE%", _html.escape(_quote(heading)))
-            .replace("%HEADING%", _html.escape(short))
-            .replace("%PROGRAM%", program)
-            .replace("%CSS%", CSS)
-            .replace("%SVG%", svg)
-            .replace("%DATA%", blob)
-            .replace("%JS%", JS))
+    parts = {"TITLE": _html.escape(_quote(heading)), "HEADING": _html.escape(short),
+             "PROGRAM": program, "CSS": CSS, "SVG": svg, "DATA": blob, "JS": JS}
+    # one pass, so a program that writes "%JS%" in a comment stays text
+    return _SLOT.sub(lambda m: parts[m.group(1)], TEMPLATE)
+
+
+_SLOT = re.compile(r"%(TITLE|HEADING|PROGRAM|CSS|SVG|DATA|JS)%")

@@ -62,6 +62,7 @@ header { padding: 10px 18px 4px; border-bottom: 1px solid #e4e4e0; }
 h1 { font-size: 18px; margin: 0 0 4px; font-weight: 600; }
 h1 code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
 #notes div { font-size: 13px; color: #7a5b00; }
+#notes div.bad { color: #b03a2e; font-weight: 600; } #notes div.good { color: #1e8449; }
 main { display: flex; gap: 0; align-items: stretch; height: calc(100vh - 64px);
        min-height: 420px; }
 #graph { flex: 1 1 60%; min-width: 0; overflow: auto; padding: 12px; position: relative; }
@@ -386,7 +387,11 @@ JS = r"""
   });
   window.addEventListener("hashchange", function () { go(fromHash(), true); });
   var notes = $("notes");
-  (D.notes || []).forEach(function (s) { var d = document.createElement("div"); d.textContent = s; notes.appendChild(d); });
+  (D.notes || []).forEach(function (s) {
+    var d = document.createElement("div"); d.textContent = s;
+    d.className = /^(FAIL|blame)/.test(s) ? "bad" : /^PASS/.test(s) ? "good" : "";
+    notes.appendChild(d);
+  });
   window.gradcliShow = { go: go, steps: N, select: function (id) { select(pos[id]); },
                          current: function () { return cur; } };
   go(fromHash(), true);

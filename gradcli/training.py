@@ -102,6 +102,7 @@ class _Tracer:
         self._names = {}       # id(object) -> its name in ns
         self.count = 0
         self.where_fn = where_fn
+        self.sum_to = oplib.sum_to.forward
 
     def name_of(self, obj, prefix="c"):
         key = id(obj)
@@ -129,6 +130,8 @@ class _Tracer:
         short = self._shortcut(fn, args, value)
         if short is not None:
             return short
+        if fn is self.sum_to and isinstance(args[0], _Sym):
+            fn, args = _sum_to_at(np.shape(live[0]), args[1]), args[:1]
         out = self.new(value)
         names = [a.name if isinstance(a, _Sym) else self.name_of(a) for a in args]
         self.lines.append((out.name, self.name_of(fn, "f"), names))
@@ -162,6 +165,19 @@ class _Tracer:
     def hook(self, op, args):
         """``ops.tracer``: the rules' op calls while tracing (as ``Op.__call__``)."""
         return self.call(op.forward, args)
+
+
+def _sum_to_at(xshape, shape):
+    """``sum_to(x, shape)`` for an x of shape ``xshape``, with its axes worked out once:
+    the reduction the engine's helper does (``np.sum`` is ``np.add.reduce``), no more."""
+    lead = len(xshape) - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and xshape[lead + i] != 1)
+    kept = tuple(n for i, n in enumerate(xshape) if i not in axes)
+    reduce = np.add.reduce
+    if kept == tuple(shape):
+        return lambda x: reduce(x, axes)
+    return lambda x: reduce(x, axes).reshape(shape)
 
 
 class Step:

@@ -614,3 +614,40 @@ def test_nan_names_the_parameter_that_became_nan():
     np.testing.assert_array_equal(r.params["v"], [1e-300, 2.0])
     r = gradcli.descend("log(w)", params="w", w=-1, steps=5)
     assert r.steps == 0 and r.diverged.startswith("the loss is nan at the starting")
+
+
+def test_a_rule_that_cannot_be_traced_runs_live(monkeypatch):
+    """A rule calling NumPy on its operands (not the op library) is called on the live
+    values at every step: the step stays what the engine computes."""
+    graph = parse("sum(tanh(w * x))")
+    op = next(n.op for n in graph.nodes if n.op.name == "tanh")
+    monkeypatch.setattr(op, "partials", (lambda out, x: 1 / np.cosh(x) ** 2,))
+    binds = {"w": np.array([0.3, -0.2]), "x": np.array([1.0, 2.0])}
+    step = training.compile_step(graph, binds, ["w"])
+    assert step.fallbacks == 1
+    for w in ([0.3, -0.2], [1.5, 0.7]):
+        loss, (g,) = step([np.array(w)])
+        ref = engine.differentiate(graph, {**binds, "w": w}, wrt=["w"])
+        np.testing.assert_allclose(g, ref.gradients["w"], rtol=1e-13)
+        np.testing.assert_allclose(g, np.array(binds["x"]) / np.cosh(np.array(w) * binds["x"])
+                                   ** 2, rtol=1e-13)
+
+
+def test_float32_runs_in_float32():
+    r = gradcli.descend(SEED_LOSS, params="w,b", w=0, b=0, steps=1000, dtype="float32",
+                        **SEED_DATA)
+    assert r.params["w"].dtype == np.float32 and r.params["b"].dtype == np.float32
+    w, b, _ = seed_loop(1000)
+    assert abs(float(r.params["w"]) - w) < 1e-5 and abs(float(r.params["b"]) - b) < 1e-5
+
+
+def test_warnings_name_unused_bindings_and_columns(tmp_path):
+    r = cli(*SEED_ARGS, "z=3", "--steps", "2")
+    assert r.code == 0
+    assert r.err == "warning: binding z is not used: the program does not use it\n"
+    f = tmp_path / "d.csv"
+    f.write_text("x,y,extra\n1,2,0\n2,3,0\n")
+    r = cli("descend", SEED_LOSS, "--params", "w,b", "w=0", "b=0", "--batch", f,
+            "--batch-size", "1", "--steps", "2")
+    assert r.code == 0, r.err
+    assert "warning: --batch column extra is not used" in r.err

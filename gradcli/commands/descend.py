@@ -162,7 +162,7 @@ def _dumb():
 @click.option("--resume", "resume_file", metavar="FILE",
               help="Continue a fit saved with --save FILE: its parameters and optimizer "
                    "state.")
-@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="table",
+@click.option("--format", "fmt", type=click.Choice(_formats()), default="table",
               show_default=True, help="table for people; json for programs.")
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, params, lr,

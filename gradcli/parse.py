@@ -165,7 +165,15 @@ class _Builder:
             self.error(f"unknown op {name!r}{hint}", start)
         sig = op.signature
         if kws and not sig:
-            self.error(f"{name} takes no keyword arguments", kws[0].tok.start)
+            others = op.gate is None and any(
+                o.signature for (n, _), o in oplib.CALLABLE.items() if n == name)
+            what = f"{name} with {len(pos)} arguments" if others else name
+            self.error(f"{what} takes no keyword arguments", kws[0].tok.start)
+        if op.arity is None and len(sig) > op.lead and pos and isinstance(
+                pos[-1].value, (float, bool)) and pos[-1].id < 0:
+            p = sig[-1]
+            self.error(f"{name}'s {p.name} is a keyword: {name}(a, b, {p.name}="
+                       f"{literal_text(pos[-1].value)})", pos[-1].start)
         lead = op.lead
         n_in = len(pos) - lead if op.arity is None else op.arity
         inputs = pos[lead:lead + n_in]
@@ -256,6 +264,10 @@ class _Builder:
         else:
             _, name, output, _ = last
         return Graph(self.text, self.nodes, self.names, output, name, self.warnings)
+
+
+def literal_text(v):
+    return oplib.literal(v)
 
 
 def _example(op, missing):

@@ -94,7 +94,7 @@ def _domain(op):
                      for n, d in zip(op.argnames, op.sample_domain))
 
 
-def table(rows):
+def table(rows, **options):
     from .layout import Table
 
     t = Table("op", "call", "PyTorch", "derivative rule (g: the gradient from above)",
@@ -105,7 +105,7 @@ def table(rows):
     return [t]
 
 
-def csv_text(rows):
+def csv_text(rows, **options):
     import csv
     import io
 
@@ -116,3 +116,9 @@ def csv_text(rows):
         w.writerow([r["name"], r["call"], "" if r["arity"] is None else r["arity"],
                     r["torch"] or "", r["derivative"], r["kinks"] or "", r["domain"] or ""])
     return buf.getvalue()
+
+
+def json_text(rows, **options):
+    import json
+
+    return json.dumps({"ops": rows})

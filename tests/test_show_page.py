@@ -339,3 +339,26 @@ def test_cli_as_a_real_process(tmp_path, gradcli_exe):
     assert r.returncode == 0 and "#step=9" in r.stdout
     r = run(gradcli_exe, "--help")
     assert "show" in r.stdout
+
+
+def test_the_picture_is_dot_grad_s():
+    """Same boxes and edges as `gradcli dot --grad` (the page only shortens fan-out totals)."""
+    r = cli("dot", "--grad", "(x+y)*max(y,z)", "x=1", "y=2", "z=0")
+    assert r.code == 0, r.err
+    boxes = re.findall(r"^\s+(n\d+) \[", r.out, re.M)
+    edges = re.findall(r"^\s+(n\d+) -> (n\d+)", r.out, re.M)
+    page = gradcli.show(*SEED)
+    svg = page[page.index("<svg"):]
+    titles = re.findall(r'class="node" data-b="\d+">\s*<title>([^<]*)</title>', svg)
+    assert sorted(titles) == sorted(boxes)
+    drawn = re.findall(r'class="edge" data-k="[fb]:\d+:\d+">\s*<title>([^<]*)</title>', svg)
+    assert sorted(t.replace("&#45;&gt;", "->") for t in drawn) == \
+        sorted(f"{a}->{b}" for a, b in edges)
+    assert "∂f/∂y = 2 (via x+y) + 3 (via max(y,z)) = 5" in r.out
+    assert "∂f/∂y = 5<" in svg
+
+
+def test_the_command_gives_what_the_api_gives():
+    r = cli("show", "(x+y)*z", "x=1", "y=3", "z=-3")
+    assert r.code == 0, r.err
+    assert r.out == str(gradcli.show("(x+y)*z", x=1, y=3, z=-3))

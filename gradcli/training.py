@@ -897,10 +897,9 @@ def descend(program, bindings=None, /, *, params, lr=0.01, steps=100, optimizer=
             binds.update(zip(data_names, data))
             ev = engine.evaluate(graph, binds, output=output, dtype=dtype)
             _check_scalar(ev)
-            if first[0]:
+            if first[0]:  # the same for every batch: say them once
                 first[0] = False
-                warnings.extend(w for w in ev.warnings if not w.startswith("binding ")
-                                or not any(f"binding {n} " in w for n in data_names))
+                warnings.extend(ev.warnings)
             st = steps_cache[key] = _compile(ev, names, data_names)
         return st
 
@@ -966,8 +965,8 @@ def descend(program, bindings=None, /, *, params, lr=0.01, steps=100, optimizer=
         binds.update(zip(names, P))
         binds.update(batches.columns)
         full_loss = float(engine.evaluate(graph, binds, output=output, dtype=dtype).value)
-    if callback is not None and stopped != "interrupted":
-        callback(k, losses[-1])
+    if callback is not None and stopped not in ("interrupted", "nan"):
+        callback(k, losses[-1])  # the last point (the loop stopped before showing it)
     batched = batches is not None
     return Descent(params={n: np.asarray(p) for n, p in zip(names, P)}, loss=losses,
                    steps=k, stopped=stopped, diverged=diverged, grad_norm=norms,
@@ -1015,23 +1014,43 @@ def state_path(path):
     return os.fspath(path) + ".optim.npz"
 
 
-def _atomic(path, write):
+def _atomic(path, write, what="--save"):
+    """Write ``path`` through a temporary file beside it, renamed over it at the end: a
+    reader sees the old file or the new one, never half of one."""
     import tempfile
 
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".gradcli-", suffix=os.path.splitext(path)[1],
-                               dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".gradcli-", suffix=os.path.splitext(path)[1],
+                                   dir=folder)
+    except OSError as e:
+        raise BindingError(f"{what} {clip(path, 60)}: cannot write there "
+                           f"({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise BindingError(f"{what} {clip(path, 60)}: cannot write it "
+                               f"({e.strerror or e})") from None
         raise
+
+
+def check_save_path(path):
+    """The error --save would give at the end, before the run."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in (".json", ".npz"):
+        raise BindingError(f"--save {clip(os.fspath(path), 60)}: give a .json or an .npz "
+                           f"file name")
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise BindingError(f"--save {clip(os.fspath(path), 60)}: no folder {clip(folder, 60)}")
 
 
 def save(result, path):
@@ -1043,9 +1062,8 @@ def save(result, path):
     from .values import to_json
 
     path = os.fspath(path)
+    check_save_path(path)
     ext = os.path.splitext(path)[1].lower()
-    if ext not in (".json", ".npz"):
-        raise BindingError(f"--save {clip(path, 60)}: give a .json or an .npz file name")
     params = result.params
     if ext == ".npz":
         def write(f):

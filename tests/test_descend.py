@@ -651,3 +651,9 @@ def test_warnings_name_unused_bindings_and_columns(tmp_path):
             "--batch-size", "1", "--steps", "2")
     assert r.code == 0, r.err
     assert "warning: --batch column extra is not used" in r.err
+
+
+def test_unwritable_outputs_are_clear_errors(tmp_path):
+    bad(cli(*SEED_ARGS, "--save", tmp_path / "no" / "fit.json"), "--save", "no folder")
+    r = cli(*SEED_ARGS, "--steps", "2", "--log", tmp_path / "no" / "log.csv")
+    assert r.code == 2 and r.err.startswith("error: --log ") and "cannot write" in r.err

@@ -38,10 +38,10 @@ def _betas(text):
     return b1, b2
 
 
-def _write_text(path, text):
+def _write_text(path, text, what):
     from ..training import _atomic
 
-    _atomic(path, lambda f: f.write(text.encode()))
+    _atomic(path, lambda f: f.write(text.encode()), what)
 
 
 def _check_plot(path):
@@ -190,6 +190,8 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, pa
 
     if plot_file:
         _check_plot(plot_file)
+    if save_file:
+        training.check_save_path(save_file)
     text, bindings = load_program(args, program_file, values_file)
     graph = parse_program(text, bindings, ops_files)
     first_step = int(training.load_state(resume_file)["step"]) if resume_file else 0
@@ -222,7 +224,7 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, pa
     if log_file:
         from ..render.training import log_csv
 
-        _write_text(log_file, log_csv(res, log_every))
+        _write_text(log_file, log_csv(res, log_every), "--log")
     if plot_file:
         from ..render.training import plot
 

@@ -782,3 +782,95 @@ def test_domain_string_applies_to_every_input(tmp_path):
         """)
     for seed in range(3):
         assert js(cli("check", "--format", "json", "--seed", seed, "--ops", f))["ok"] is True
+
+
+# ---------------------------------------------------------------- PyTorch absent; bad attributes
+
+TORCH_FILE = """
+import torch
+class Twice(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g
+"""
+
+
+def test_a_torch_ops_file_without_torch_says_how_to_install_it(tmp_path, gradcli_exe):
+    import os
+    import sys
+
+    f = tmp_path / "tops.py"
+    f.write_text(TORCH_FILE)
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "torch.py").write_text("raise ImportError('no torch here')\n")
+    env = {"PYTHONPATH": str(hide) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for args in (["check", "--ops", str(f)], ["check", "--ops", str(f), "Twice(x)", "x=1"],
+                 ["ops", "--ops", str(f)]):
+        p = run(gradcli_exe, *args, env=env)
+        assert p.returncode == 2, (args, p.stdout, p.stderr)
+        assert "pip install 'gradcli[torch]'" in p.stderr and "Traceback" not in p.stderr
+        assert p.stderr.startswith("error: ") and p.stdout == ""
+    # a file without torch never imports it
+    p = run([sys.executable, "-c", "import sys, gradcli; gradcli.load_ops(sys.argv[1]); "
+             "print('torch' in sys.modules)", GATES], env=env)
+    assert p.stdout.strip() == "False", p.stderr
+
+
+@pytest.mark.parametrize("attr,words", [
+    ("shapes = [(-3,)]", "negative"),
+    ("shapes = [(10**6, 10**6)]", "at most"),
+    ("shapes = 5", "shapes must be a list"),
+    ("domain = [(0, float('inf'))]", "finite"),
+    ("domain = 5", "domain entries"),
+    ("domain = [(1, 0)]", "domain entries"),
+    ("domain = ['sideways']", "domain entries"),
+])
+def test_ops_file_attributes_out_of_range_are_clear_errors(tmp_path, attr, words):
+    f = ops_file(tmp_path, "attrs.py", f"""
+        import numpy as np
+        class G:
+            {attr}
+            def forward(self, x):
+                return x * 2
+            def backward(self, dz):
+                return [2 * dz]
+        """)
+    for args in (["check", "--ops", f], ["ops", "--ops", f], ["check", "--ops", f, "G(x)",
+                                                              "x=1"]):
+        bad(cli(*args), "attrs.py", words)
+
+
+def test_ops_files_that_are_not_regular_files_are_refused(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo.py"
+    os.mkfifo(fifo)
+    for path, words in (("/dev/zero", "not a regular file"), (str(fifo), "FIFO"),
+                        (str(tmp_path), "directory")):
+        bad(cli("check", "--ops", path, "x*2", "x=1"), words)
+        bad(cli("check", "--ops", path), words)
+
+
+def test_an_ops_file_over_the_size_cap_is_refused(tmp_path):
+    f = tmp_path / "big.py"
+    f.write_text("# " + "x" * (17 << 20) + "\n")
+    bad(cli("check", "--ops", str(f)), "big.py", "at most")
+
+
+@pytest.mark.parametrize("ret,kind", [("x * 1j", "complex"), ("x > 0", "bool")])
+def test_an_op_returning_the_wrong_dtype_is_bad_input_in_check(tmp_path, ret, kind):
+    f = ops_file(tmp_path, "dtype.py", f"""
+        import numpy as np
+        class Odd:
+            def forward(self, x):
+                return {ret}
+            def backward(self, dz):
+                return [dz]
+        """)
+    r = cli("check", "--ops", f, "sum(Odd(x))", "x=[1,2]")
+    bad(r, "Odd")
+    assert "dtype" in r.err or kind in r.err

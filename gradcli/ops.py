@@ -1074,7 +1074,7 @@ def _flatten(x, start_dim=0, end_dim=-1):
         return np.reshape(x, (1,))
     a, b = _axis1(x, start_dim), _axis1(x, end_dim)
     if a > b:
-        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+        raise ValueError(f"start_dim {start_dim} comes after end_dim {end_dim} "
                          f"for shape {shape}")
     return np.reshape(x, shape[:a] + (-1,) + shape[b + 1:])
 
@@ -1159,7 +1159,7 @@ def _same_ndim_items(name, xs, axis):
     nd = np.ndim(xs[0])
     for k, x in enumerate(xs):
         if np.ndim(x) != nd:
-            raise ValueError(f"{name}: item {k + 1} has shape {np.shape(x)} but item 1 has "
+            raise ValueError(f"item {k + 1} has shape {np.shape(x)} but item 1 has "
                              f"shape {np.shape(xs[0])}")
     return nd
 
@@ -1173,7 +1173,7 @@ def _concat(*args):
     for k, x in enumerate(xs):
         if np.shape(x)[:ax] + np.shape(x)[ax + 1:] != np.shape(xs[0])[:ax] + \
                 np.shape(xs[0])[ax + 1:]:
-            raise ValueError(f"concat along axis {axis}: item {k + 1} has shape "
+            raise ValueError(f"along axis {axis}, item {k + 1} has shape "
                              f"{np.shape(x)}, item 1 {np.shape(xs[0])}")
     return np.concatenate(xs, axis=ax)
 
@@ -1183,7 +1183,7 @@ def _stack_axis(*args):
     _same_ndim_items("stack", xs, axis)
     for k, x in enumerate(xs):
         if np.shape(x) != np.shape(xs[0]):
-            raise ValueError(f"stack: item {k + 1} has shape {np.shape(x)}, item 1 "
+            raise ValueError(f"item {k + 1} has shape {np.shape(x)}, item 1 "
                              f"{np.shape(xs[0])}")
     return np.stack(xs, axis=_axis1(xs[0], axis, extra=1))
 
@@ -1409,7 +1409,7 @@ def _einsum_explicit(subscripts, xs):
         named = len(t.replace(".", ""))
         nd = np.ndim(x)
         if ("." in t and nd < named) or ("." not in t and nd != named):
-            raise ValueError(f"einsum: operand {k + 1} has shape {np.shape(x)} ({nd} axes) "
+            raise ValueError(f"operand {k + 1} has shape {np.shape(x)} ({nd} axis{'es' * (nd != 1)}) "
                              f"but its subscripts {t.replace('.', '...')!r} name {named}")
         if "." in t:
             n_ell = max(n_ell, nd - named)
@@ -1421,7 +1421,7 @@ def _einsum_explicit(subscripts, xs):
         t = t.replace(".", ell[n_ell - e:] if e else "")
         for c, n in zip(t, np.shape(x)):
             if c in sizes and sizes[c][0] != n and 1 not in (n, sizes[c][0]):
-                raise ValueError(f"einsum: subscript {c!r} is {sizes[c][0]} long in operand "
+                raise ValueError(f"subscript {c!r} is {sizes[c][0]} long in operand "
                                  f"{sizes[c][1]} but {n} in operand {k + 1}")
             sizes.setdefault(c, (n, k + 1))
         full.append(t)
@@ -1513,11 +1513,11 @@ def _solve(a, b):
     n = np.shape(a)[-1]
     if _is_vector_rhs(a, b):
         if np.shape(b)[-1] != n:
-            raise ValueError(f"solve: A has shape {np.shape(a)} but b has shape {np.shape(b)}; "
+            raise ValueError(f"A has shape {np.shape(a)} but b has shape {np.shape(b)}; "
                              f"b's length must be {n}")
         return np.linalg.solve(a, np.asarray(b)[..., None])[..., 0]
     if np.ndim(b) < 2 or np.shape(b)[-2] != n:
-        raise ValueError(f"solve: A has shape {np.shape(a)} but B has shape {np.shape(b)}; "
+        raise ValueError(f"A has shape {np.shape(a)} but B has shape {np.shape(b)}; "
                          f"B's second-to-last axis must be {n}")
     return np.linalg.solve(a, b)
 
@@ -1713,16 +1713,16 @@ def _conv_setup(x, w, stride, padding, d):
     layout = "(N, C, L)" if d == 1 else "(N, C, H, W)"
     wl = "(out channels, C, k)" if d == 1 else "(out channels, C, kh, kw)"
     if len(sx) != d + 2:
-        raise ValueError(f"{name}: x must be {layout}, got shape {sx}")
+        raise ValueError(f"x must be {layout}, got shape {sx}")
     if len(sw) != d + 2:
-        raise ValueError(f"{name}: w must be {wl}, got shape {sw}")
+        raise ValueError(f"w must be {wl}, got shape {sw}")
     if sw[1] != sx[1]:
-        raise ValueError(f"{name}: x has {sx[1]} channels (shape {sx}) but w expects "
+        raise ValueError(f"x has {sx[1]} channels (shape {sx}) but w expects "
                          f"{sw[1]} (shape {sw})")
     stride = _pair(stride, d, f"{name}'s stride")
     padding = _pair(padding, d, f"{name}'s padding")
     if any(s < 1 for s in stride) or any(p < 0 for p in padding):
-        raise ValueError(f"{name}: stride must be >= 1 and padding >= 0")
+        raise ValueError("stride must be >= 1 and padding >= 0")
     return tuple(sw[2:]), stride, tuple((p, p) for p in padding)
 
 
@@ -1741,7 +1741,7 @@ def _conv_forward(x, w, b, stride, padding, d):
     out = np.moveaxis(out, -1, 1)
     if b is not None:
         if np.shape(b) != (np.shape(w)[0],):
-            raise ValueError(f"conv{d}d: the bias must have shape ({np.shape(w)[0]},), got "
+            raise ValueError(f"the bias must have shape ({np.shape(w)[0]},), got "
                              f"{np.shape(b)}")
         out = out + np.reshape(b, (-1,) + (1,) * d)
     return out

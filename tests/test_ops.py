@@ -1289,3 +1289,83 @@ def test_every_op_prints_back_to_the_same_program(program):
     n2 = again.nodes[again.output]
     assert n2.op is node.op and n2.params == node.params and text.replace(" ", "") == \
         program.replace(" ", "")
+
+
+# ====================================================================== rules are programs
+
+class _Box:
+    """A traced value: NumPy refuses it (so a rule that calls NumPy on a value fails), its
+    arithmetic goes through the library's ops, and its shape is static."""
+
+    __array_ufunc__ = None
+
+    def __init__(self, v):
+        self.v = np.asarray(v)
+
+    shape = property(lambda self: self.v.shape)
+    ndim = property(lambda self: self.v.ndim)
+    size = property(lambda self: self.v.size)
+
+    def __array__(self, *a, **k):
+        raise TypeError("a gradient rule called NumPy on a value")
+
+    __add__ = lambda s, o: oplib.add(s, o)
+    __radd__ = lambda s, o: oplib.add(o, s)
+    __sub__ = lambda s, o: oplib.sub(s, o)
+    __rsub__ = lambda s, o: oplib.sub(o, s)
+    __mul__ = lambda s, o: oplib.mul(s, o)
+    __rmul__ = lambda s, o: oplib.mul(o, s)
+    __truediv__ = lambda s, o: oplib.div(s, o)
+    __rtruediv__ = lambda s, o: oplib.div(o, s)
+    __pow__ = lambda s, o: oplib.pow(s, o)
+    __rpow__ = lambda s, o: oplib.pow(o, s)
+    __matmul__ = lambda s, o: oplib.matmul(s, o)
+    __rmatmul__ = lambda s, o: oplib.matmul(o, s)
+    __neg__ = lambda s: oplib.neg(s)
+
+
+def _unbox(a):
+    return a.v if isinstance(a, _Box) else a
+
+
+def _trace(op, args):
+    _trace.ops.add(op.name)
+    n = len(args) - len(op.params) if op.arity is None else op.arity
+    ins = [np.asarray(_unbox(a)) for a in args[:n]]
+    return _Box(op.forward(*ins, *args[n:]))
+
+
+def _rule_nodes():
+    seen, out = set(), []
+    for c in CASES:
+        g = gradcli.compile(c.expr)
+        for node in g.nodes:
+            if node.inputs and id(node.op) not in seen:
+                seen.add(id(node.op))
+                out.append(pytest.param(c, node.id, id=f"{node.op.name}/{node.op.arity}"))
+    return out
+
+
+@pytest.mark.parametrize("case, i", _rule_nodes())
+def test_every_gradient_rule_is_a_program_of_library_ops(case, i, monkeypatch):
+    """Run each op's partials/VJPs on traced values: only library ops and arithmetic, and
+    the same numbers as the untraced rule."""
+    ev = gradcli.evaluate(case.expr, **case.bindings)
+    node = ev.graph.nodes[i]
+    op = node.op
+    xs = [ev.values[j] for j in node.inputs]
+    y = ev.values[i]
+    g = np.random.default_rng(i).normal(size=np.shape(y))
+    rules = op.partials if op.partials is not None else [op.vjps[k] for k in range(len(xs))]
+    plain = [r if isinstance(r, int) else (r(y, *xs) if op.partials is not None
+                                           else r(g, y, *xs, *node.params)) for r in rules]
+    _trace.ops = set()
+    monkeypatch.setattr(oplib, "tracer", _trace)
+    for k, r in enumerate(rules):
+        if isinstance(r, int):
+            continue
+        boxed = [_Box(x) for x in xs]
+        got = r(_Box(y), *boxed) if op.partials is not None else \
+            r(_Box(g), _Box(y), *boxed, *node.params)
+        np.testing.assert_allclose(np.broadcast_to(_unbox(got), np.shape(plain[k])), plain[k],
+                                   rtol=1e-12, atol=1e-12, err_msg=f"{op.name} input {k}")

@@ -198,7 +198,7 @@ class Builder:
 
     def apply(self, op, inputs, params=(), unique=False):
         """``op(*inputs, *params)`` as a symbol, simplified unless ``unique``."""
-        key = (op, tuple(i.id for i in inputs), _params_key(params))
+        key = (op, tuple([i.id for i in inputs]), _params_key(params))
         if not unique:
             s = self.table.get(key)
             if s is not None:
@@ -283,7 +283,7 @@ def backward(b, out, seed, targets):
         for i in reversed(order):
             s = nodes[i]
             g = grads.get(i)
-            if g is None or not s.inputs:
+            if g is None or not s.inputs or simplify.is_zero(g):
                 continue
             if s.op.gate is not None:
                 raise _custom_op_error(s.op)
@@ -292,10 +292,13 @@ def backward(b, out, seed, targets):
                     continue
                 try:
                     d, _ = downstream(s, k, g, s, s.inputs)
-                except _Untraced:
+                except GradcliError:
+                    raise
+                except Exception as e:  # a rule that computes with NumPy on its arguments
+                    why = "" if isinstance(e, _Untraced) else f" ({type(e).__name__}: {e})"
                     raise NotTraceable(
                         f"the gradient rule of op {s.op.name} (input {k + 1}) computes with "
-                        f"NumPy, so it has no expression; gradcli grad gives its numbers"
+                        f"NumPy{why}, so it has no expression; gradcli grad gives its numbers"
                     ) from None
                 d = b.lift(d)
                 if simplify.is_zero(d):
@@ -549,6 +552,11 @@ class Derivatives:
         ev = self.lifted.evaluation
         return None if ev is None else ev.value
 
+    @property
+    def seed_is_ones(self):
+        """True when the output is not a scalar: the derivatives are those of its sum."""
+        return self.lifted.out.shape != ()
+
     def label(self, name):
         return f"d/d{name}" if self.order == 1 else f"d{self.order}/d{name}{self.order}"
 
@@ -590,6 +598,9 @@ def _unreadable(b, names, syms):
     """Warnings for derivatives that use internal ops the language does not take."""
     out = []
     syntax = (getattr(oplib, "index", None), getattr(oplib, "stack", None))
+    if all(n.op.public or n.op in syntax or n.op is oplib.VAR or n.op is oplib.CONST
+           for n in b.nodes):
+        return out  # the usual case: one look at each node
     for name, s in zip(names, syms):
         seen = set()
         todo = [s]

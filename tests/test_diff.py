@@ -335,3 +335,17 @@ def test_bad_input(args, words):
     bad(r)
     for w in words:
         assert w in r.err
+
+
+def test_a_rule_that_computes_with_numpy_is_named():
+    """A gradient rule written with NumPy calls on its arguments cannot be traced: the error
+    names the op (for the op library's author), and is a clean exit 2 on the command line."""
+    from gradcli import ops
+    from gradcli.graph import Graph, Node
+
+    op = ops.Op("npcos", np.cos, arity=1, partials=(lambda out, x: -np.sin(x),))
+    graph = Graph("npcos(x)", [Node(0, ops.VAR, name="x", end=1),
+                               Node(1, op, (0,), end=8)], {"x": 0, "f": 1}, 1, "f")
+    with pytest.raises(symbolic.NotTraceable, match="npcos"):
+        gradcli.diff(graph)
+    assert gradcli.grad(graph, x=0.5).gradients["x"] == pytest.approx(-np.sin(0.5))

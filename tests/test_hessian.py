@@ -200,3 +200,26 @@ def test_bad_input(args, words):
 def test_diag_and_vector_together_is_a_usage_error():
     r = cli("hessian", "--diag", "--vector", "1", "x**2", "x=1")
     assert r.code == 2 and r.out == ""
+
+
+def _diff_programs():
+    from test_diff import B, PROGRAMS
+
+    return [(p, B) for p in PROGRAMS]
+
+
+@pytest.mark.parametrize("program, B", _diff_programs(), ids=lambda v: v if isinstance(v, str)
+                         else "")
+def test_every_op_hvp_against_directional_differences_of_grad(program, B):
+    """H v (second order through every op's rule) against (g(x + h v) - g(x - h v)) / 2h."""
+    graph = gradcli.compile(program)
+    b = {k: np.array(B[k], dtype=np.float64) for k in graph.variables}
+    rng = np.random.default_rng(7)
+    v = {k: rng.uniform(-1, 1, size=np.shape(x)) for k, x in b.items()}
+    hv = gradcli.hessian(program, b, vector=v).product
+    h = 1e-5
+    gp = gradcli.grad(program, {k: x + h * v[k] for k, x in b.items()}).gradients
+    gm = gradcli.grad(program, {k: x - h * v[k] for k, x in b.items()}).gradients
+    for k in b:
+        np.testing.assert_allclose(hv[k], (gp[k] - gm[k]) / (2 * h), rtol=1e-5, atol=1e-6,
+                                   err_msg=k)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from ..cliutil import load_program, parse_program, program_options, reports_errors, warn, \
-    wrt_names
+from ..cliutil import load_program, note, parse_program, program_options, reports_errors, \
+    warn, wrt_names
 
 FORMATS = ("text", "json", "latex", "python")
 
@@ -43,4 +43,9 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
     graph = parse_program(text, bindings, ops_files)
     d = diff(graph, bindings, wrt=wrt_names(wrt), order=order, output=output, dtype=dtype)
     warn(d.warnings)
+    if d.seed_is_ones:
+        note(f"note: {d.output_name} has shape {d.lifted.out.shape}, not a scalar: these are "
+             f"the derivatives of sum({d.output_name}), as grad's reverse pass from ones")
+    if not d.names:
+        note(f"note: {d.output_name} has no input variables: nothing to differentiate")
     write(DIFF_FORMATS[fmt](d))

@@ -594,9 +594,9 @@ class Program:
             r = self.results[n]
             if r.op is oplib.VAR:
                 text = f"{text}.copy()"
-            elif r.op is oplib.CONST:
-                text = f"np.full({_shape_text(r.shape)}, {float(r.value.flat[0])!r})" \
-                    if r.value.ndim == 0 else text
+            elif r.op is oplib.CONST and r.value.ndim == 0:
+                shape = f"np.shape({py.ident(n)})" if n in variables else _shape_text(r.shape)
+                text = f"np.full({shape}, {float(r.value)!r})"
             rets.append(text)
         body.append(f"        return {', '.join(rets)}")
         helpers = [h.rstrip() for h in py.helpers.values()]

@@ -240,3 +240,24 @@ def test_a_100000_node_program():
     slope = c ** n + d * (c ** n - 1) / (c - 1)
     assert r.value == pytest.approx(2 * slope, rel=1e-9)
     assert r.gradients["y"] == pytest.approx(slope, rel=1e-9)
+
+
+def test_build_parser_writes_the_same_file_every_time():
+    """tools/build_parser.py is deterministic (IGNORE sorted, states renumbered), and what
+    it writes is what is checked in."""
+    pytest.importorskip("lark")
+    import importlib.util
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    code = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('b', "
+            f"{str(root / 'tools' / 'build_parser.py')!r}); m = importlib.util.module_from_spec(s);"
+            " s.loader.exec_module(m); sys.stdout.write(m.generate())")
+    # separate processes: set and dict orders (hash seeds) differ between them
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+                           check=True).stdout for seed in ("1", "2")}
+    assert len(runs) == 1
+    assert runs.pop() == (root / "gradcli" / "_tables.py").read_text(encoding="utf-8")

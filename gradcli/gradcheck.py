@@ -201,7 +201,10 @@ def _refine(ic, ref, source, x0, eps, atol, rtol, jacobian):
     """Settle each failing element with a step ladder (fdiff.ladder): a step too large for
     the curvature (sin at 1e5) or across a pole shrinks until the difference settles; a pole
     or a domain edge inside every step is reported as such, never as a wrong backward."""
+    from .sparsity import linear_head
+
     plan = _plan(ref, source, False, False, not jacobian)
+    head = linear_head(ref, source, ref.output)
     n_in = x0.size
     x = np.array(x0, dtype=np.float64, order="C")
     flat = x.reshape(-1)
@@ -222,6 +225,9 @@ def _refine(ic, ref, source, x0, eps, atol, rtol, jacobian):
         o = flat[k]
 
         def f(t, k=k, o=o):
+            if head is not None:
+                y = head.run([k], np.array([t - o]))
+                return np.ravel(y) if jacobian else float(np.sum(y))
             flat[k] = t
             try:
                 return np.ravel(plan(x)) if jacobian else plan(x)
@@ -358,6 +364,14 @@ def _numeric(ref, source, x0, method, eps, jacobian):
     total = not jacobian
     h = _steps(x0, eps).ravel()
     est = None
+    if method in ("central", "forward") and n > 1:
+        from .sparsity import linear_head
+
+        head = linear_head(ref, source, ref.output)
+        if head is not None:  # x in W @ x: each element's difference costs a column of W
+            d = _diff_head(head, x0, h, method, total, out_value)
+            d = d.T if jacobian else d
+            return d.reshape(_num_shape(ref, x0, jacobian)), None
     if method == "complex":
         d = _run(ref, source, x0, h, "complex", total)
     elif method == "forward":
@@ -377,6 +391,29 @@ def _numeric(ref, source, x0, method, eps, jacobian):
     d = d.T if jacobian else d  # (n, n_out) -> rows by output element
     shape = _num_shape(ref, x0, jacobian)
     return d.reshape(shape), None if est is None else (est.T if jacobian else est).reshape(shape)
+
+
+def _diff_head(head, x0, h, method, total, out_value):
+    """Differences of every element through a linear head (gradcli/sparsity.py)."""
+    n = x0.size
+    flat0 = x0.reshape(-1)
+    base = np.sum(out_value) if total else np.ravel(out_value)
+    rows = []
+    with np.errstate(all="ignore"):
+        for k in range(n):
+            o = flat0[k]
+            xp = o + h[k]
+            fp = head.run([k], np.array([xp - o]))
+            fp = np.sum(fp) if total else np.ravel(fp)
+            if method == "forward":
+                rows.append((fp - base) / (xp - o))
+                continue
+            xm = o - h[k]
+            fm = head.run([k], np.array([xm - o]))
+            fm = np.sum(fm) if total else np.ravel(fm)
+            rows.append((fp - fm) / (xp - xm))
+    out = np.array(rows, dtype=np.float64)
+    return out if total else out.reshape(n, -1)
 
 
 def _num_shape(ref, x0, jacobian):

@@ -281,6 +281,7 @@ def pattern(ref, source, target, rng):
         fn = Plan._function(node, set(pats), values, False, False)
         xs = [values[j] for j in node.inputs]
         rows, cols = [], []
+        same = False
         for k, j in enumerate(node.inputs):
             if j not in pats:
                 continue
@@ -292,13 +293,23 @@ def pattern(ref, source, target, rng):
                 rows.append(np.repeat(np.arange(n_out), reach.size))
                 cols.append(np.tile(reach, n_out))
                 continue
+            lo, li = np.asarray(m[0], dtype=np.int64), np.asarray(m[1], dtype=np.int64)
+            if len(node.inputs) - sum(q not in pats for q in node.inputs) == 1 and \
+                    lo.size == n_out == pats[j].n and np.array_equal(lo, li) and \
+                    np.array_equal(lo, np.arange(n_out)):
+                same = True            # one to one (tanh, + a constant): the same pattern
+                pats[i] = pats[j]
+                break
             try:
-                r, c = _compose(np.asarray(m[0], dtype=np.int64),
-                                np.asarray(m[1], dtype=np.int64), n_out, pats[j])
+                r, c = _compose(lo, li, n_out, pats[j])
             except _TooBig:
                 return None
             rows.append(r)
             cols.append(c)
+        if same:
+            if i == target:
+                break
+            continue
         rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
         if rows.size > _MAX_NNZ:
@@ -372,6 +383,87 @@ def colour(pat, n_cols):
     return colours, n_colours
 
 
+# ---------------------------------------------------------------- a linear head
+
+class LinearHead:
+    """When the input's only use on the path is ``input @ C`` or ``C @ input`` (C not
+    depending on it), a perturbation d of the input changes that product by ``d @ C`` (or
+    ``C @ d``) exactly, up to rounding: for a sparse d that costs a few rows, not a whole
+    product.  ``head(flat_positions, steps)`` is the product's perturbed value; the rest of
+    the program runs from there (``plan``)."""
+
+    def __init__(self, ref, source, target):
+        graph = ref.graph
+        anc = _ancestors_of(ref, target)
+        users = [i for i in ref.order if i in anc and source in graph.nodes[i].inputs]
+        self.ok = False
+        if len(users) != 1:
+            return
+        node = graph.nodes[users[0]]
+        if node.op.name != "matmul" or len(node.inputs) != 2 or node.params not in ((), None) \
+                and any(p is not None for p in node.params):
+            return
+        a, b = node.inputs
+        if a == b or (a == source) == (b == source):
+            return
+        other = b if a == source else a
+        if source in graph.ancestors(other):
+            return
+        self.left = a == source                   # input @ C, else C @ input
+        self.src_shape = np.shape(ref.values[source])
+        self.C = np.asarray(ref.values[other], dtype=np.float64)
+        if len(self.src_shape) not in (1, 2) or self.C.ndim not in (1, 2):
+            return
+        self.node = node.id
+        self.base = np.asarray(ref.values[node.id], dtype=np.float64)
+        self.plan = Plan(graph, ref.order, ref.values, node.id, target, total=False)
+        self.ok = True
+
+    def __call__(self, pos, dx):
+        """The product when input elements ``pos`` (flat) move by ``dx``."""
+        out = np.array(self.base, dtype=np.float64)
+        shape = self.src_shape
+        if self.left:  # (S + D) @ C: rows i of the product gain dx * C[j]
+            if len(shape) == 1:  # s (m,) @ C (m,) or (m, p)
+                out += np.tensordot(dx, self.C[pos], axes=(0, 0))
+            else:
+                i, j = np.unravel_index(pos, shape)
+                if self.C.ndim == 1:
+                    np.add.at(out, i, dx * self.C[j])
+                else:
+                    np.add.at(out, i, dx[:, None] * self.C[j])
+        else:          # C @ (S + D): columns gain C[:, i] * dx
+            if len(shape) == 1:
+                cols = self.C[..., pos]
+                out += cols @ dx if self.C.ndim == 2 else float(cols @ dx)
+            else:
+                i, j = np.unravel_index(pos, shape)
+                if self.C.ndim == 1:
+                    np.add.at(out, j, self.C[i] * dx)
+                else:
+                    contrib = self.C[:, i] * dx          # (n, k)
+                    out_t = out.T.copy() if out.ndim == 2 else out
+                    np.add.at(out_t, j, contrib.T)
+                    out = out_t.T if out.ndim == 2 else out_t
+        return out
+
+    def run(self, pos, dx):
+        return self.plan(self(pos, dx))
+
+
+def linear_head(ref, source, target):
+    """A :class:`LinearHead` for ``source`` below ``target``, or None."""
+    cache = ref.__dict__.setdefault("_heads", {})
+    key = (source, target)
+    if key not in cache:
+        try:
+            h = LinearHead(ref, source, target)
+        except Exception:
+            h = None
+        cache[key] = h if h is not None and h.ok else None
+    return cache[key]
+
+
 # ---------------------------------------------------------------- the differences
 
 def _reduction(ref):
@@ -414,7 +506,9 @@ def grouped_numeric(ref, source, x0, method, eps, jacobian):
     if got is None:
         return None
     colours, n_colours = got
-    plan = Plan(ref.graph, ref.order, ref.values, source, target, total=False)
+    head = linear_head(ref, source, target)
+    plan = None if head else Plan(ref.graph, ref.order, ref.values, source, target,
+                                  total=False)
     p0 = np.asarray(ref.values[target], dtype=np.float64).reshape(-1)
     h = steps(x0, eps).reshape(-1)
     x = np.array(x0, dtype=np.float64, order="C")
@@ -437,19 +531,23 @@ def grouped_numeric(ref, source, x0, method, eps, jacobian):
             er = e_rows[ebounds[g]:ebounds[g + 1]]
             ec = e_cols[ebounds[g]:ebounds[g + 1]]
             xp = flat0[members] + h[members]
-            flat[members] = xp
-            fp = np.asarray(plan(x), dtype=np.float64).reshape(-1)
-            if method == "forward":
-                fm = p0
-                dx = xp - flat0[members]
-                evals += 1
+            xm = flat0[members] - h[members] if method != "forward" else flat0[members]
+            if head is not None:
+                fp = np.asarray(head.run(members, xp - flat0[members]),
+                                dtype=np.float64).reshape(-1)
+                fm = p0 if method == "forward" else np.asarray(
+                    head.run(members, xm - flat0[members]), dtype=np.float64).reshape(-1)
             else:
-                xm = flat0[members] - h[members]
-                flat[members] = xm
-                fm = np.asarray(plan(x), dtype=np.float64).reshape(-1)
-                dx = xp - xm
-                evals += 2
-            flat[members] = flat0[members]
+                flat[members] = xp
+                fp = np.asarray(plan(x), dtype=np.float64).reshape(-1)
+                if method == "forward":
+                    fm = p0
+                else:
+                    flat[members] = xm
+                    fm = np.asarray(plan(x), dtype=np.float64).reshape(-1)
+                flat[members] = flat0[members]
+            dx = xp - xm
+            evals += 1 if method == "forward" else 2
             delta = fp - fm
             # rows no member reaches must not have moved: else a pattern was too sparse
             moved = np.ones(delta.size, dtype=bool)

@@ -196,10 +196,14 @@ def _copies(pic):
     for a, b, _, back in pic.edges:
         if not back:
             fan.setdefault(a, []).append(b)
-    many = {a: bs for a, bs in fan.items() if len(set(bs)) > FAN_OUT}
+    many = {}
+    for a, bs in fan.items():
+        n = len(set(bs))
+        if n > FAN_OUT:
+            many[a] = n
     if not many:
         return
-    first = {a: bs[0] for a, bs in many.items()}
+    first = {a: fan[a][0] for a in many}
     boxes = {b.id: b for b in pic.boxes}
     made = set()
     edges = []
@@ -211,7 +215,7 @@ def _copies(pic):
                 orig = boxes[a]
                 pic.boxes.append(Box(c, orig.shape, orig.lines[:1], copy=True,
                                      tooltip=f"{orig.lines[0][0]} again (it feeds "
-                                             f"{len(set(many[a])):,} boxes)"))
+                                             f"{many[a]:,} boxes)"))
             a = c
         edges.append((a, b, label, back))
     pic.edges = edges

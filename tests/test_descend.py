@@ -657,3 +657,51 @@ def test_unwritable_outputs_are_clear_errors(tmp_path):
     bad(cli(*SEED_ARGS, "--save", tmp_path / "no" / "fit.json"), "--save", "no folder")
     r = cli(*SEED_ARGS, "--steps", "2", "--log", tmp_path / "no" / "log.csv")
     assert r.code == 2 and r.err.startswith("error: --log ") and "cannot write" in r.err
+
+
+# ---------------------------------------------------------------- random programs
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+UNARY = ["sin({})", "cos({})", "tanh({})", "sigmoid({})", "relu({})", "abs({})",
+         "softplus({})", "square({})", "log(1 + {0}*{0})", "exp(tanh({}))", "({})**2",
+         "({})**3", "-({})", "sqrt(1 + {0}*{0})", "leaky_relu({})", "elu({})"]
+BINARY = ["({}) + ({})", "({}) - ({})", "({}) * ({})", "({}) / (1 + ({})**2)",
+          "max({}, {})", "min({}, {})", "atan2({}, 1 + ({})**2)"]
+LEAVES = ["w", "b", "x", "w * x", "A @ w", "w[0]", "w[1:] @ x[:2]", "2", "0.5"]
+TOPS = ["sum({})", "mean({})", "norm({})", "logsumexp({})", "max({})", "prod({})",
+        "var({})"]
+
+
+@st.composite
+def smooth_program(draw, depth=3):
+    def expr(d):
+        if d == 0 or draw(st.integers(0, 3)) == 0:
+            return draw(st.sampled_from(LEAVES))
+        if draw(st.booleans()):
+            return draw(st.sampled_from(UNARY)).format(expr(d - 1))
+        return draw(st.sampled_from(BINARY)).format(expr(d - 1), expr(d - 1))
+    top = draw(st.sampled_from(TOPS)).format(f"({expr(depth)}) * [1, 1, 1]")
+    return top + " + 0.1 * sum(w * w)"  # w is always a parameter
+
+
+@settings(max_examples=40, deadline=None)
+@given(smooth_program(), st.integers(0, 2 ** 32 - 1))
+def test_random_programs_compile_to_the_engine(text, seed):
+    rng = np.random.default_rng(seed)
+    graph = parse(text)
+    data = {"x": rng.uniform(-2, 2, 3), "A": rng.uniform(-1, 1, (3, 3))}
+    params = {"w": rng.uniform(-2, 2, 3), "b": np.array(rng.uniform(-2, 2))}
+    names = [n for n in ("w", "b") if n in graph.variables]
+    binds = {**data, **params}
+    used = {k: v for k, v in binds.items() if k in graph.variables or k in names}
+    step = training.compile_step(graph, used, names)
+    for trial in range(2):
+        P = [params[n] + (0 if trial == 0 else rng.uniform(-1, 1, np.shape(params[n])))
+             for n in names]
+        loss, grads = step(P)
+        with np.errstate(all="ignore"):
+            ref = engine.differentiate(graph, {**used, **dict(zip(names, P))}, wrt=names)
+        np.testing.assert_allclose(loss, ref.value, rtol=1e-12, atol=1e-12)
+        for n, g in zip(names, grads):
+            np.testing.assert_allclose(g, ref.gradients[n], rtol=1e-12, atol=1e-12)

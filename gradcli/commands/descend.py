@@ -101,7 +101,7 @@ def _dumb():
 @click.option("--params", "params", required=True, metavar="A,B",
               help="The bindings that learn (each keeps its shape); the rest is data.")
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate.")
-@click.option("--steps", type=click.IntRange(min=0), default=100, show_default=True,
+@click.option("--steps", type=click.IntRange(min=0), default=100, show_default=True, metavar="N",
               help="Number of updates.")
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adam", "adamw"]),
               default="sgd", show_default=True, help="Update rule, as torch.optim.")
@@ -121,11 +121,11 @@ def _dumb():
 @click.option("--schedule", type=click.Choice(["constant", "cosine", "step"]),
               default="constant", show_default=True,
               help="Learning-rate schedule: PyTorch's CosineAnnealingLR or StepLR.")
-@click.option("--t-max", type=click.IntRange(min=1), default=None,
+@click.option("--t-max", type=click.IntRange(min=1), default=None, metavar="N",
               help="cosine: the steps of a half period  [default: --steps]")
 @click.option("--eta-min", type=float, default=0.0, show_default=True,
               help="cosine: the smallest learning rate.")
-@click.option("--step-size", type=click.IntRange(min=1), default=None,
+@click.option("--step-size", type=click.IntRange(min=1), default=None, metavar="N",
               help="step: multiply the rate by --gamma every N steps  "
                    "[default: a third of --steps]")
 @click.option("--gamma", type=float, default=0.1, show_default=True,
@@ -142,7 +142,7 @@ def _dumb():
 @click.option("--batch", "batch_file", metavar="FILE",
               help="Data from a file (a CSV with a header, .jsonl, .npy/.npz) whose columns "
                    "bind the data variables they name; streamed in file order.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, metavar="N",
               help="Rows per step (mini-batches)  [default: every row]")
 @click.option("--shuffle", is_flag=True,
               help="A new order of the rows each epoch (--seed); reads the file whole.")

@@ -156,6 +156,16 @@ def reference(steps, update, lr=0.01, wd=0.0):
     return p
 
 
+def test_sgd_update_is_the_seeds_bit_for_bit():
+    rng = np.random.default_rng(0)
+    P = [rng.standard_normal((3, 2)), np.array(rng.standard_normal())]
+    G = [rng.standard_normal((3, 2)), np.array(rng.standard_normal())]
+    opt = training.make_optimizer("sgd", ["W", "b"])
+    new = opt.update(P, G, 0.01)
+    for p, g, q in zip(P, G, new):
+        np.testing.assert_array_equal(q, p - 0.01 * g)  # W -= learning_rate * grad
+
+
 def test_sgd_weight_decay_is_l2():
     def sgd_wd(p, g, t, s, lr):
         return p - lr * (g + 0.1 * p)

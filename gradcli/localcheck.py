@@ -190,7 +190,11 @@ def local_check(graph, node, xs, which, rng, atol, rtol, eps):
             x = np.asarray(xs[k], dtype=np.float64)
             scale = float(np.sum(np.abs(u * y)))
             vs = None
-            if x.size <= _ELEMENTS:
+            # one difference per element while that stays cheap: the elements times the
+            # size of what the op reads (x in W @ x re-reads W for each of its elements)
+            cost = x.size * sum(int(np.size(v)) for v in xs)
+            per_element = x.size <= _ELEMENTS and cost <= _COST
+            if per_element:
                 num = _local_numeric(fwd, xs, k, u, eps)
                 steps = _steps(x, eps)
             else:  # a big input: random projections, not one difference per element
@@ -199,7 +203,7 @@ def local_check(graph, node, xs, which, rng, atol, rtol, eps):
             err, rel = errors(a, num, atol)
             ok = passes(err, num, atol, rtol, noise)
             status = "ok" if ok.all() else "fail"
-            if status == "fail" and node.op.kink_side is not None and x.size <= _ELEMENTS \
+            if status == "fail" and node.op.kink_side is not None and per_element \
                     and _local_kink(node, xs, k, eps, ~ok):
                 status = "kink"
             if status == "fail":
@@ -208,7 +212,7 @@ def local_check(graph, node, xs, which, rng, atol, rtol, eps):
             results.append({"input": k, "name": node.op.argnames[k] if k < len(
                 node.op.argnames) else f"#{k}", "max_abs_err": _max(err, math.inf),
                 "max_rel_err": _max(rel, math.inf), "status": status,
-                "analytic": a, "numeric": num, "projected": x.size > _ELEMENTS})
+                "analytic": a, "numeric": num, "projected": not per_element})
     return results
 
 
@@ -260,6 +264,7 @@ def _settle(fwd, xs, k, u, a, num, ok, steps, vs, atol, rtol, scale):
 
 
 _ELEMENTS = 4096    # inputs larger than this are checked by projections
+_COST = 50_000_000  # ... and so are inputs whose elements times the op's reads exceed this
 _PROJECTIONS = 8
 
 

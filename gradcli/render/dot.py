@@ -355,13 +355,16 @@ def _collapsed(pic, src, folded, max_nodes, marks):
                 needed.update(of[j] for j in nodes[m].inputs)
         sources = [s for s in sources if s in needed]
         cut = len(hidden)
-        pic.notes.append(f"note: still {len(heads):,} boxes: the {cut:,} statements "
-                         f"farthest from the output are drawn as one box")
+        what = f"{cut:,} statements" if cut != 1 else "statement"
+        verb = "are" if cut != 1 else "is"
+        pic.notes.append(f"note: still {len(heads):,} boxes: the {what} farthest from the "
+                         f"output {verb} drawn as one box")
         statements = kept
     grads, tr = src.grads, src.trace
     if hidden:
         n_hidden = sum(len(members[h]) for h in hidden)
-        pic.boxes.append(Box("more", "note", [(f"⋯ {len(hidden):,} earlier statements", "bold"),
+        pic.boxes.append(Box("more", "note", [(f"⋯ {len(hidden):,} earlier statement"
+                                               + ("s" if len(hidden) != 1 else ""), "bold"),
                                               (f"{n_hidden:,} nodes", "plain")]))
     for h in sorted(sources + statements):
         mark = marks.get(h)

@@ -1019,13 +1019,13 @@ class _CsvPoints(_TextPoints):
         eof = False
         while True:
             while not eof and buf.count(b"\n") < self.chunk_size:
-                more = self.raw.read(_BLOCK)
+                more = self._read(_BLOCK)
                 if not more:
                     eof = True
                     break
                 buf += more
-                if len(buf) >= _BLOCK and b"\n" in more:
-                    break
+                if b"\n" in more and (len(buf) >= _BLOCK or not self._more_waiting()):
+                    break  # a full block, or all a pipe has for now: go with what we have
             if b"\r" in buf:
                 hold = b""
                 if buf.endswith(b"\r") and not eof:  # its \n may be in the next block
@@ -1046,6 +1046,22 @@ class _CsvPoints(_TextPoints):
             body, buf = buf[:end], buf[end:]
             self.done += end
             yield body, arr[:end], nl[:n]
+
+    def _read(self, n):
+        read1 = getattr(self.raw, "read1", None)
+        return read1(n) if read1 is not None else self.raw.read(n)
+
+    def _more_waiting(self):
+        """Whether more input can be read at once (always, for a regular file)."""
+        if self.total is not None:
+            return True
+        try:
+            import select
+
+            ready, _, _ = select.select([self.raw], [], [], 0)
+            return bool(ready)
+        except (OSError, ValueError, TypeError, io.UnsupportedOperation):
+            return True
 
     def __iter__(self):
         for body, arr, nl in self._blocks():

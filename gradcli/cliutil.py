@@ -408,6 +408,7 @@ def run_batch(graph, bindings, *, batch_file, sweeps, fmt, out_file, keep_going,
                 w = batching.writer_for(fmt, stream, kernel.output_name, kernel.wrt, grad)
                 for chunk, _ in points:
                     w.write(kernel(chunk))
+                    stream.flush()  # each chunk out as soon as it is made
                     tick(kernel.rows)
                 w.close()
         late = [m for m in kernel.run_warnings() if m not in kernel.warnings]

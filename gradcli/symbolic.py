@@ -530,8 +530,8 @@ class Derivatives:
             from .render.expr import Program
 
             self._program = Program(self.builder, dict(zip(self.names, self.syms)),
-                                    taken=set(self.lifted.graph.names)
-                                    | set(self.lifted.variables))
+                                    taken=set(self.lifted.variables),
+                                    program_names=set(self.lifted.graph.names))
         return self._program
 
     @property

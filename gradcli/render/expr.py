@@ -63,12 +63,6 @@ def _is_unary_minus(op):
     return op.symbol == "-" and op.arity == 1
 
 
-def _sum_to_axes(xshape, shape):
-    lead = len(xshape) - len(shape)
-    keep = tuple(i for i, n in enumerate(shape) if n == 1 and xshape[lead + i] != 1)
-    return tuple(range(lead)), keep
-
-
 # ---------------------------------------------------------------- dialects
 
 class Language:
@@ -151,19 +145,6 @@ class Language:
                 parts.append(f"{pname}={self.param(v)}")
         return f"{op.name}({', '.join(parts)})"
 
-    def sum_to(self, x, xshape, shape):
-        lead, keep = _sum_to_axes(xshape, shape)
-        if shape == ():
-            return f"sum({x})"
-        text = x
-        if lead:
-            text = f"sum({text}, {lead[0]})" if len(lead) == 1 else \
-                f"sum({text}, axis={self.param(lead)})"
-        if keep:
-            axis = keep[0] if len(keep) == 1 else keep
-            text = f"sum({text}, axis={self.param(axis)}, keepdims=true)"
-        return text
-
     def statement(self, name, text):
         return f"{name} = {text}"
 
@@ -238,13 +219,6 @@ class Latex(Language):
         extra = [self.param(v) for v, dflt in zip(params, op.defaults or (None,) * len(params))
                  if v is not None and v != dflt]
         return rf"{func}\left({', '.join(list(args) + extra)}\right)"
-
-    def sum_to(self, x, xshape, shape):
-        lead, keep = _sum_to_axes(xshape, shape)
-        if shape == ():
-            return rf"\sum {x}"
-        axes = ", ".join(str(a) for a in lead + keep)
-        return rf"\operatorname{{sum}}_{{{axes}}}\left({x}\right)"
 
     def statement(self, name, text):
         return f"{name} &= {text}"
@@ -376,9 +350,6 @@ class Python(Language):
         lines.append(f"{name} = {name}_make()")
         return "\n".join(lines) + "\n"
 
-    def sum_to(self, x, xshape, shape):
-        return f"_sum_to({x}, {_shape_text(shape)})"
-
     def statement(self, name, text):
         return f"    {name} = {text}"
 
@@ -391,21 +362,12 @@ def PYTHON():
     return Python()
 
 
-_SUM_TO = '''def _sum_to(x, shape):
-    """Sum x down to shape: the adjoint of NumPy broadcasting."""
-    lead = np.ndim(x) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
-                                      if n == 1 and np.shape(x)[lead + i] != 1)
-    return np.reshape(np.sum(x, axis=axes), shape)
-'''
-
-
 # ---------------------------------------------------------------- the program
 
 class Program:
     """Derivatives (name -> symbol) laid out as statements and one expression each."""
 
-    def __init__(self, builder, results, taken=()):
+    def __init__(self, builder, results, taken=(), program_names=()):
         self.builder = builder
         self.results = results
         nodes = builder.nodes
@@ -424,22 +386,28 @@ class Program:
         # which values are statements, and their names
         inline = {}
         self.named = {}
-        taken = set(taken)
+        # names a statement may not take: variables, and the program's names (a value the
+        # program named keeps its own name; a version a#2 of a is a_2)
+        taken = set(taken) | set(program_names)
         counter = [0]
 
-        def fresh(base):
-            base = base.replace("#", "_")
-            if base and base.isidentifier() and base not in taken:
-                taken.add(base)
-                return base
+        def fresh(label):
+            if label:
+                base = label.replace("#", "_")
+                if base.isidentifier() and (base == label or base not in taken) \
+                        and base not in used:
+                    used.add(base)
+                    taken.add(base)
+                    return base
             while True:
                 counter[0] += 1
                 name = f"t{counter[0]}"
-                if name not in taken:
+                if name not in taken and name not in used:
                     taken.add(name)
+                    used.add(name)
                     return name
 
-        taken_names = set()
+        used = set(taken) - set(program_names)  # variables: never a statement's name
         statements = {}
         for i in self.order:
             s = nodes[i]
@@ -447,10 +415,7 @@ class Program:
             inline[i] = (text, prec)
             if uses[i] >= 2 and s.op is not oplib.VAR and len(text) > INLINE and \
                     not (s.op is oplib.CONST and s.value.ndim == 0 and s.shape == ()):
-                label = s.label
-                name = fresh(label) if label and label not in taken_names else fresh("")
-                if label:
-                    taken_names.add(label)
+                name = fresh(s.label)
                 self.named[i] = name
                 statements[i] = LANGUAGE.statement(name, text)
                 inline[i] = (name, ATOM)
@@ -616,8 +581,6 @@ class Program:
             rets.append(text)
         body.append(f"        return {', '.join(rets)}")
         helpers = [h.rstrip() for h in py.helpers.values()]
-        if "_sum_to(" in "\n".join(body):
-            helpers.append(_SUM_TO.rstrip())
         imports = "".join(line + "\n" for line in sorted(py.imports))
         head = f'"""Generated by gradcli diff: NumPy only."""\n{imports}import numpy as np\n\n\n'
         return head + "".join(h + "\n\n\n" for h in helpers) + "\n".join(body) + "\n"

@@ -164,6 +164,7 @@ def test_eval_second_example_csv(rc):
 def test_grad_second_example_csv(gc):
     r = ok(gc("grad", "--format", "csv", "(x+y)*z", "x=1", "y=3", "z=-3"))
     assert r.out == ("variable,index,value,gradient\n"
+                     "f,,-12.0,1.0\n"          # the output: its value, its seed d f/d f
                      "x,,1.0,-3.0\n"
                      "y,,3.0,-3.0\n"
                      "z,,-3.0,4.0\n")
@@ -187,7 +188,8 @@ def test_vector_example_json_notes_ones(gc):
 
 def test_vector_example_csv_notes_ones(gc):
     r = ok(gc("grad", "--format", "csv", "x**2 + 2*x + 1", "x=[2,3]"))
-    assert r.out == "variable,index,value,gradient\nx,0,2.0,6.0\nx,1,3.0,8.0\n"
+    assert r.out == ("variable,index,value,gradient\nf,0,9.0,1.0\nf,1,16.0,1.0\n"
+                     "x,0,2.0,6.0\nx,1,3.0,8.0\n")
     assert r.err.strip() == NOTE_ONES
 
 
@@ -207,6 +209,7 @@ def test_eval_csv_arrays_and_shapes(rc):
 def test_grad_csv_matrix_index(rc):
     r = ok(rc("grad", "--format", "csv", "sum(x*y)", "x=[[1,2]]", "y=2"))
     assert r.out == ('variable,index,value,gradient\n'
+                     'f,,6.0,1.0\n'
                      'x,"0,0",1.0,2.0\n'
                      'x,"0,1",2.0,2.0\n'
                      'y,,2.0,3.0\n')

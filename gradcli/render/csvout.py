@@ -33,16 +33,27 @@ def evaluation(res, **options):
 
 
 def gradients(res, **options):
-    """variable,index,value,gradient: one row per element, index like 0,1 (empty: scalar)."""
+    """variable,index,value,gradient: one row per element, index like 0,1 (empty: scalar).
+
+    The first rows are the output itself: its value, and as its gradient the seed the
+    reverse pass started from (d f/d f = 1, or --upstream); then each input's rows.
+    """
     buf, w = _writer()
     w.writerow(["variable", "index", "value", "gradient"])
+    out = np.asarray(res.values[res.output])
+    seed = res.grads[res.output] if getattr(res, "grads", None) is not None and \
+        res.grads[res.output] is not None else np.ones(out.shape)
+    _rows(w, res.output_name, out, np.broadcast_to(seed, out.shape))
     for name, g in res.gradients.items():
         i = res.graph.names[name]
         value = res.values[i] if i < len(res.values) and res.values[i] is not None else np.nan
-        v = np.broadcast_to(value, g.shape).ravel()
-        index = [",".join(map(str, t)) for t in np.ndindex(g.shape)]
-        w.writerows(zip([name] * g.size, index, _flat(v), _flat(g)))
+        _rows(w, name, np.broadcast_to(value, g.shape), g)
     return buf.getvalue()
+
+
+def _rows(w, name, value, grad):
+    index = [",".join(map(str, t)) for t in np.ndindex(grad.shape)]
+    w.writerows(zip([name] * grad.size, index, _flat(value), _flat(grad)))
 
 
 def _flat(a):

@@ -5,7 +5,9 @@ The program is big_program.py's recurrence (5 nodes per statement; y feeds every
 In process (rounds interleaved; min and median; ratios side by side):
   DOT text    render.dot of an evaluated program, every node drawn (--max-nodes 0), at
               N/5 and N statements, against the forward pass of the same program
-              (engine.evaluate: visits every node once, the floor for anything per node);
+              (engine.evaluate: visits every node once, the floor for anything per node),
+              and one f-string line per node and edge (for information: the least any
+              DOT writer in Python does);
               the per-node ratio at N/5 and N shows whether it grows linearly.
               target: DOT text of the 125,001-node program < 3 s
   --grad      the same with the backward edges, against engine.differentiate
@@ -28,6 +30,13 @@ import tempfile
 
 import _bench
 from big_program import program
+
+
+def _lines(graph):
+    """The least a text writer does: one formatted line per node and per edge."""
+    out = [f"  n{n.id} [shape=box, label=<<B>{n.op.name}</B>>];" for n in graph.nodes]
+    out += [f"  n{j} -> n{n.id} [label=\"{j}\"];" for n in graph.nodes for j in n.inputs]
+    return "\n".join(out)
 
 
 def main():
@@ -56,6 +65,7 @@ def main():
     yb = {"y": 2.0}
 
     s_fwd = _bench.Series(f"forward pass ({len(big.nodes):,} nodes)", floor=True)
+    s_lines = _bench.Series("one f-string line per node and edge", info=True)
     s_dot = _bench.Series(f"DOT text ({len(big.nodes):,} nodes)")
     s_fwd_s = _bench.Series(f"forward pass ({len(small.nodes):,} nodes)", info=True)
     s_dot_s = _bench.Series(f"DOT text ({len(small.nodes):,} nodes)", info=True)
@@ -74,6 +84,7 @@ def main():
             if what == "big":
                 ev = one(s_fwd, engine.evaluate, big, yb)
                 text = one(s_dot, dot.evaluation, ev, max_nodes=0, notes=[])
+                one(s_lines, _lines, big)
                 lines = text.count("\n")
                 one(s_default, dot.evaluation, ev, notes=[])
             elif what == "small":
@@ -85,7 +96,7 @@ def main():
             ev = res = None
     print(f"DOT text of the big program: {lines:,} lines")
     _bench.report("DOT text against the forward pass (in process)",
-                  [s_fwd, s_dot, s_default], s_fwd, unit="s")
+                  [s_fwd, s_lines, s_dot, s_default], s_fwd, unit="s")
     _bench.report("--grad against differentiate", [s_diff, s_grad], s_diff, unit="s")
     _bench.report("linear growth: the small program", [s_fwd_s, s_dot_s], s_fwd_s, unit="s")
     per_big = s_dot.median / len(big.nodes)

@@ -183,31 +183,37 @@ def picture(src, *, collapse=False, max_nodes=MAX_NODES, fold_constants=True, ma
 def _clip_lines(pic):
     """Clip label lines past LONG characters; the whole text goes in the tooltip."""
     for b in pic.boxes:
-        if any(len(t) > LONG for t, _ in b.lines):
-            if not b.tooltip:
-                b.tooltip = "\n".join(t for t, _ in b.lines)
-            b.lines = [(clip(t, LONG), st) for t, st in b.lines]
+        for t, _ in b.lines:
+            if len(t) > LONG:
+                break
+        else:
+            continue
+        if not b.tooltip:
+            b.tooltip = "\n".join(t for t, _ in b.lines)
+        b.lines = [(clip(t, LONG), st) for t, st in b.lines]
 
 
 def _copies(pic):
     """Draw a value that feeds more than FAN_OUT boxes again (dashed) beside each consumer
     after the first, so the layout needs no edge that spans the whole picture."""
+    from collections import Counter
+
+    edges = pic.edges
+    uses = Counter([e[0] for e in edges if not e[3]])
+    candidates = {a for a, n in uses.items() if n > FAN_OUT}
+    if not candidates:
+        return
     fan = {}
-    for a, b, _, back in pic.edges:
-        if not back:
-            fan.setdefault(a, []).append(b)
-    many = {}
-    for a, bs in fan.items():
-        n = len(set(bs))
-        if n > FAN_OUT:
-            many[a] = n
+    for a, b, _, back in edges:
+        if a in candidates and not back:
+            fan.setdefault(a, {})[b] = None     # distinct consumers, in drawing order
+    many = {a: bs for a, bs in fan.items() if len(bs) > FAN_OUT}
     if not many:
         return
-    first = {a: fan[a][0] for a in many}
-    boxes = {b.id: b for b in pic.boxes}
+    first = {a: next(iter(bs)) for a, bs in many.items()}
+    boxes = {b.id: b for b in pic.boxes if b.id in many}
     made = set()
-    edges = []
-    for a, b, label, back in pic.edges:
+    for k, (a, b, label, back) in enumerate(edges):
         if a in many and b != first[a]:
             c = f"{a}_{b}"
             if c not in made:
@@ -215,10 +221,8 @@ def _copies(pic):
                 orig = boxes[a]
                 pic.boxes.append(Box(c, orig.shape, orig.lines[:1], copy=True,
                                      tooltip=f"{orig.lines[0][0]} again (it feeds "
-                                             f"{many[a]:,} boxes)"))
-            a = c
-        edges.append((a, b, label, back))
-    pic.edges = edges
+                                             f"{len(many[a]):,} boxes)"))
+            edges[k] = (c, b, label, back)
 
 
 def _source_lines(src, i):

@@ -69,6 +69,10 @@ def reports_errors(f):
     return wrapper
 
 
+#: A file name: no check here (the readers say what is wrong), but the shell completes it.
+_PATH = click.Path(allow_dash=True)
+
+
 def program_options(f):
     """The program and its values: shared by every command that runs a program."""
     f = click.option("--debug", is_flag=True,
@@ -77,12 +81,12 @@ def program_options(f):
                      show_default=True, help="Floating-point type of every value.")(f)
     f = click.option("--output", "output", metavar="NAME",
                      help="Use this named value as the output instead of the last one.")(f)
-    f = click.option("--values", "values_file", metavar="FILE",
+    f = click.option("--values", "values_file", metavar="FILE", type=_PATH,
                      help="Read bindings from a JSON object {NAME: VALUE} or an .npz file.")(f)
-    f = click.option("--ops", "ops_files", metavar="FILE", multiple=True,
+    f = click.option("--ops", "ops_files", metavar="FILE", multiple=True, type=_PATH,
                      help="Load custom ops (forward/backward classes) from a Python file; "
                           "repeatable. The file's code runs.")(f)
-    f = click.option("-f", "--file", "program_file", metavar="PATH",
+    f = click.option("-f", "--file", "program_file", metavar="PATH", type=_PATH,
                      help="Read the program from a file ('-' for stdin); then every "
                           "argument is a binding.")(f)
     f = click.argument("args", nargs=-1, metavar="EXPR [NAME=VALUE]...")(f)
@@ -157,7 +161,7 @@ def load_program(args, program_file, values_file):
             text = read_program("-")
         elif _is_binding(text) and (not args or all(_is_binding(a) for a in args)):
             ctx = click.get_current_context(silent=True)
-            where = ctx.command_path if ctx is not None else "gradcli COMMAND"
+            where = _command_path(ctx)
             raise UsageProblem(
                 f"missing EXPR: {_clip(text)} is a NAME=VALUE binding, not a program",
                 f"the program comes first, then its bindings: {where} EXPR "
@@ -250,9 +254,16 @@ class UsageProblem(click.UsageError):
         click.echo(f"error: {self.format_message()}", file=stream)
         hint = self.hint
         if hint is None and self.ctx is not None:
-            hint = f"see '{self.ctx.command_path} --help'"
+            hint = f"see '{_command_path(self.ctx)} --help'"
         if hint:
             click.echo(f"hint: {hint}", file=stream)
+
+
+def _command_path(ctx):
+    """``gradcli grad``: the command as the user types it (whatever the program's name)."""
+    if ctx is None:
+        return "gradcli COMMAND"
+    return " ".join(["gradcli"] + ctx.command_path.split()[1:])
 
 
 def restyle_usage_error(e, ctx=None, args=()):
@@ -265,7 +276,7 @@ def restyle_usage_error(e, ctx=None, args=()):
     if isinstance(e, click.NoSuchOption) and _looks_like_expr(e.option_name):
         word = next((a for a in args if a.startswith(e.option_name)), e.option_name)
         rest = [a for a in args if a != word and "=" in a and not a.startswith("-")]
-        path = ctx.command_path if ctx is not None else "gradcli COMMAND"
+        path = _command_path(ctx)
         hint = (f"an EXPR that begins with - goes after --: {path} -- "
                 f"{' '.join(_shell_word(a) for a in [word] + rest)}")
     elif isinstance(e, click.NoSuchOption) and e.possibilities:
@@ -313,13 +324,13 @@ def batch_options(f):
     f = click.option("--keep-going", is_flag=True,
                      help="With --batch: leave out bad rows (each reported on stderr), write "
                           "the others, and exit 2 at the end.")(f)
-    f = click.option("-o", "--out", "out_file", metavar="FILE",
+    f = click.option("-o", "--out", "out_file", metavar="FILE", type=_PATH,
                      help="Write the output to FILE (atomically: all of it or nothing) "
                           "instead of stdout.")(f)
     f = click.option("--sweep", "sweeps", metavar="NAME=START:STOP:N", multiple=True,
                      help="Run at N points from START to STOP (both included); repeat it "
                           "for a grid (the last --sweep varies fastest).")(f)
-    f = click.option("--batch", "batch_file", metavar="FILE",
+    f = click.option("--batch", "batch_file", metavar="FILE", type=_PATH,
                      help="Run at every point of FILE ('-': stdin): CSV with a header row, "
                           "JSON Lines, or .npy/.npz with the points on the first axis; one "
                           "output row per point.")(f)

@@ -720,3 +720,80 @@ def test_big_program_through_the_cli(sub, tmp_path):
     for _ in range(n):
         a = a * rate + 2.0 * 0.00001
     assert d["value"] == pytest.approx(a, rel=1e-12)
+
+
+# ====================================================================== shell and help
+
+def test_missing_expr_when_only_bindings_are_given(gc):
+    r = gc("grad", "x=3")
+    usage_error(r, "missing EXPR: 'x=3' is a NAME=VALUE binding")
+    assert "hint: the program comes first, then its bindings: gradcli grad EXPR x=3" in r.err
+    usage_error(gc("eval", "W=[[1,2]]", "x=1"), "missing EXPR")
+
+
+def test_a_program_that_assigns_is_still_a_program(rc):
+    r = ok(rc("eval", "--format", "json", "a = x + 1", "x=2"))
+    assert json.loads(r.out)["value"] == 3.0
+
+
+def test_expr_with_leading_minus_gets_the_double_dash_hint(gc):
+    r = gc("grad", "-x**2", "x=3")
+    usage_error(r, "no such option '-x'")
+    assert "hint: an EXPR that begins with - goes after --: gradcli grad -- '-x**2' x=3" \
+        in r.err
+
+
+def test_misspelt_option_gets_a_suggestion(rc):
+    r = rc("grad", "--frmat", "csv", "x", "x=1")
+    usage_error(r, "no such option '--frmat'")
+    assert "hint: did you mean --format" in r.err
+
+
+@pytest.mark.parametrize("command", ["eval", "grad"])
+def test_help_has_real_examples(rc, command):
+    r = ok(rc(command, "--help"))
+    assert "Examples:" in r.out and "--batch" in r.out and "--sweep" in r.out
+    examples = [line.strip() for line in r.out.split("Examples:")[1].splitlines()
+                if line.strip().startswith("gradcli ")]
+    assert len(examples) >= 3
+    for line in examples:  # each one runs (files it names are made here)
+        import shlex
+
+        words = shlex.split(line.split("  #")[0])
+        assert words[0] == "gradcli" and words[1] == command
+
+
+def test_help_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "W.npy", np.array([[1.0, 2.0], [3.0, 4.0]]))
+    (tmp_path / "points.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "rows.csv").write_text("x,y,z\n1,2,0\n")
+    import shlex
+
+    for command in ("eval", "grad"):
+        text = cli(command, "--help").out.split("Examples:")[1]
+        for line in text.splitlines():
+            line = line.strip()
+            if not line.startswith("gradcli "):
+                continue
+            words = shlex.split(line.split("  #")[0].split(" > ")[0])
+            r = cli(*words[1:])
+            assert r.code == 0, (line, r.err)
+
+
+def test_shell_completion_scripts(gradcli_exe, tmp_path):
+    for shell, marker in (("bash", "complete -o nosort -F"), ("zsh", "#compdef gradcli"),
+                          ("fish", "complete --no-files --command gradcli")):
+        p = run(gradcli_exe, env={"_GRADCLI_COMPLETE": f"{shell}_source"}, cwd=tmp_path)
+        assert p.returncode == 0 and marker in p.stdout, (shell, p.stdout[:300], p.stderr)
+    p = run(gradcli_exe, env={"_GRADCLI_COMPLETE": "bash_complete", "COMP_WORDS": "gradcli gr",
+                              "COMP_CWORD": "1"}, cwd=tmp_path)
+    assert p.stdout.split() == ["plain,grad"]
+    p = run(gradcli_exe, env={"_GRADCLI_COMPLETE": "bash_complete",
+                              "COMP_WORDS": "gradcli grad --sw", "COMP_CWORD": "2"},
+            cwd=tmp_path)
+    assert p.stdout.split() == ["plain,--sweep"]
+    p = run(gradcli_exe, env={"_GRADCLI_COMPLETE": "bash_complete",
+                              "COMP_WORDS": "gradcli grad --batch ro", "COMP_CWORD": "3"},
+            cwd=tmp_path)
+    assert p.stdout.split() == ["file,ro"]  # the shell lists the files

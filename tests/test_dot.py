@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -410,3 +411,66 @@ def test_json_nodes_carry_their_text():
     g = gradcli.compile(WORKED)
     assert [n["text"] for n in nodes] == [g.source(n["id"]) for n in nodes]
     assert {n["name"]: n["text"] for n in nodes if n["name"]}["b"] == "max(y, z)"
+
+
+# ---------------------------------------------------------------- golden pictures
+
+GOLDEN_CASES = {
+    "dot_worked_grad": ["dot", "--grad", "(x+y)*max(y,z)", "x=1", "y=2", "z=0"],
+    "dot_matrix_collapsed": ["dot", "--grad", "--collapse", "y = W @ x + b\nf = sum(y * y)",
+                             "W=[[1,2],[3,4]]", "x=[1,-1]", "b=[0.5,0]"],
+    "mermaid_worked_grad": ["dot", "--grad", "--format", "mermaid", "(x+y)*max(y,z)", "x=1",
+                            "y=2", "z=0"],
+    "mermaid_structure": ["dot", "--format", "mermaid", "a = x * 2\nf = a + sin(a)"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_golden_pictures(name):
+    args = GOLDEN_CASES[name]
+    r = cli(*args)
+    assert r.code == 0, r.err
+    golden(name, f"$ gradcli {shlex.join(args)}\n{r.err}{r.out}")
+    if "mermaid" not in name:
+        graphviz_ok(r.out)
+
+
+def test_golden_check_picture():
+    ops = gradcli.load_ops(BUGGY)
+    report = gradcli.check("sum(MultiplyGate(a, b)) + c", a=[2, 1], b=[3, 1], c=1, ops=ops)
+    golden("dot_check_blamed", core.check(report))
+    golden("mermaid_check_blamed", mermaid.check(report))
+
+
+def test_check_picture_with_values_and_collapsed():
+    """A report that keeps its evaluation (``report.ref``) gets values on the edges."""
+    ops = gradcli.load_ops(BUGGY)
+    prog = "h = MultiplyGate(a, b)\nf = sum(h) + c"
+    kw = dict(a=[2, 1], b=[3, 1], c=1)
+    report = gradcli.check(prog, ops=ops, **kw)
+    if getattr(report, "ref", None) is None:
+        report.ref = gradcli.evaluate(prog, ops=ops, **kw)
+    text = core.check(report)
+    _, edges = parse_dot(text)
+    assert "[2, 1]" in [lab for *_, lab, _ in edges]
+    collapsed = core.check(report, collapse=True)
+    graphviz_ok(collapsed)
+    nodes, _ = parse_dot(collapsed)
+    h = f"s{report.graph.names['h']}"
+    assert f'fillcolor="{core.FAIL}"' in nodes[h][2]
+    assert f'fillcolor="{core.FAIL}"' not in nodes[f"s{report.graph.names['f']}"][2]
+
+
+def test_dot_text_files_and_a_slow_graphviz(tmp_path, monkeypatch):
+    from gradcli import graphviz
+
+    r = cli("dot", "x*y", "x=1", "y=2", "-o", tmp_path / "g.gv")
+    assert r.code == 0 and (tmp_path / "g.gv").read_text() == cli("dot", "x*y", "x=1",
+                                                                    "y=2").out
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "dot").write_text(f"#!/bin/sh\nexec {shutil.which('sleep')} 5\n")
+    (bindir / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir))
+    with pytest.raises(graphviz.RenderError, match="took more than 0.5 s"):
+        graphviz.run("digraph {}", "svg", timeout=0.5)

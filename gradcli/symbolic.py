@@ -252,6 +252,20 @@ def _params_key(params):
 
 # ---------------------------------------------------------------- reverse pass on symbols
 
+def reach(nodes, roots):
+    """A bytearray marking every node the ``roots`` depend on (themselves included): one
+    sweep down the ids, which are topological, so no recursion."""
+    top = max((r.id for r in roots), default=-1)
+    mark = bytearray(top + 1)
+    for r in roots:
+        mark[r.id] = 1
+    for i in range(top, -1, -1):
+        if mark[i]:
+            for x in nodes[i].inputs:
+                mark[x.id] = 1
+    return mark
+
+
 def backward(b, out, seed, targets):
     """The reverse pass from ``out`` (seeded with ``seed``) to each of ``targets``, as
     symbols: the engine's step, downstream = upstream x local, run on symbols."""
@@ -264,14 +278,8 @@ def backward(b, out, seed, targets):
     for t in wanted:
         if t <= top:
             need[t] = 1
-    # ancestors of out, in id order (ids are topological)
-    reach = bytearray(top + 1)
-    reach[top] = 1
-    for i in range(top, -1, -1):
-        if reach[i]:
-            for x in nodes[i].inputs:
-                reach[x.id] = 1
-    order = [i for i in range(top + 1) if reach[i]]
+    marked = reach(nodes, [out])
+    order = [i for i in range(top + 1) if marked[i]]
     for i in order:
         if not need[i]:
             for x in nodes[i].inputs:
@@ -400,7 +408,7 @@ def _targets(lifted, wrt):
     graph = lifted.graph
     if wrt is None:
         names = list(lifted.variables)
-        return names, [lifted.variables[n] for n in names]
+        return names, [lifted.variables[n] for n in names], []
 
     class _Ev:  # what engine.resolve_targets reads
         pass
@@ -442,12 +450,7 @@ def derivative_syms(lifted, wrt=None, order=1):
     """(names, derivative symbols, warnings) of the output with respect to ``wrt``."""
     b = lifted.builder
     out = lifted.out
-    if wrt is None:
-        names = list(lifted.variables)
-        targets = [lifted.variables[n] for n in names]
-        warnings = []
-    else:
-        names, targets, warnings = _targets(lifted, wrt)
+    names, targets, warnings = _targets(lifted, wrt)
     if order != 1:
         if out.shape != ():
             raise BindingError(f"--order {order} needs a scalar output; {lifted.out_name} has "
@@ -480,21 +483,14 @@ def evaluate_syms(b, outputs, env, cache=None):
     """Values of ``outputs`` with variables from ``env`` (name -> array); ``cache`` holds
     values already known (id -> value), which are reused."""
     nodes = b.nodes
-    top = max(s.id for s in outputs)
-    reach = bytearray(top + 1)
-    for s in outputs:
-        reach[s.id] = 1
-    for i in range(top, -1, -1):
-        if reach[i]:
-            for x in nodes[i].inputs:
-                reach[x.id] = 1
+    marked = reach(nodes, outputs)
     values = dict(cache or {})
     saved = oplib.tracer
     oplib.tracer = None
     try:
         with np.errstate(all="ignore"):
-            for i in range(top + 1):
-                if not reach[i] or i in values:
+            for i in range(len(marked)):
+                if not marked[i] or i in values:
                     continue
                 s = nodes[i]
                 if s.op is oplib.VAR:
@@ -704,13 +700,8 @@ def _hessian_setup(program, bindings, wrt, output, dtype, ops):
         raise BindingError("hessian needs NAME=VALUE bindings: the point to take it at")
     lifted = lift(graph, bindings, output=output, dtype=dtype,
                   unique=_intermediate_ids(graph, wrt))
-    if wrt is None:
-        names = list(lifted.variables)
-        targets = [lifted.variables[n] for n in names]
-        warnings = []
-    else:
-        names, targets, warnings = _targets(lifted, wrt)
-        targets = [t if t is not None else lifted.builder.const(0.0, ()) for t in targets]
+    names, targets, warnings = _targets(lifted, wrt)
+    targets = [t if t is not None else lifted.builder.const(0.0, ()) for t in targets]
     return lifted, names, targets, list(lifted.evaluation.warnings) + warnings
 
 
@@ -835,17 +826,12 @@ def to_graph(d, name):
     b = d.builder
     root = d.syms[d.names.index(name)]
     top = root.id
-    reach = bytearray(top + 1)
-    reach[top] = 1
-    for i in range(top, -1, -1):
-        if reach[i]:
-            for x in b.nodes[i].inputs:
-                reach[x.id] = 1
+    marked = reach(b.nodes, [root])
     # each node's own printed form, one per line: messages about node i quote its line
     inline, statements = d.program._language
     lines, spans, pos = [], {}, 0
     for i in range(top + 1):
-        if reach[i]:
+        if marked[i]:
             t = statements.get(i) or (inline[i][0] if i in inline else f"#{i}")
             spans[i] = (pos, pos + len(t))
             lines.append(t)
@@ -859,7 +845,7 @@ def to_graph(d, name):
         ids[s.id] = node.id
         names[vname] = node.id
     for i in range(top + 1):
-        if not reach[i] or i in ids:
+        if not marked[i] or i in ids:
             continue
         s = b.nodes[i]
         start, end = spans[i]

@@ -496,22 +496,11 @@ class Program:
         return done, statements
 
     def _needs(self, s):
-        """The statements s needs, in order."""
-        nodes = self.builder.nodes
-        top = s.id
-        reach = bytearray(top + 1)
-        reach[top] = 1
-        out = []
-        for i in range(top, -1, -1):
-            if reach[i]:
-                if i in self.named and i != top:
-                    out.append(i)
-                for x in nodes[i].inputs:
-                    reach[x.id] = 1
-        out.reverse()
-        if top in self.named:
-            out.append(top)
-        return out
+        """The statements s needs, in order (s's own last, if it is one)."""
+        from ..symbolic import reach
+
+        marked = reach(self.builder.nodes, [s])
+        return [i for i in range(s.id + 1) if marked[i] and i in self.named]
 
     def standalone(self, dialect=LANGUAGE):
         """name -> a program computing that result alone (statements, then the result)."""

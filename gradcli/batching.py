@@ -305,7 +305,7 @@ class Kernel:
             v = values[i]
             if v is None or np.asarray(v).dtype.kind != "f":
                 continue
-            bad = ~np.isfinite(v)
+            bad = np.isnan(v) if kind == "invalid value" else np.isinf(v)
             rows = int(np.count_nonzero(bad.reshape(B, -1).any(axis=1))) if v.ndim else 0
             t = self.trouble.setdefault((i, kind), [0])
             t[0] += rows
@@ -1129,7 +1129,8 @@ class _CsvPoints(_TextPoints):
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if len(row) != self.ncols:
-                self._bad(line, None, f"{len(row)} cells for {self.ncols} columns "
+                self._bad(line, None, f"{len(row)} cell{'s' * (len(row) != 1)} for "
+                                      f"{self.ncols} columns "
                                       f"({', '.join(clip(c, 20) for c in self.header[:8])}"
                                       f"{', ...' if self.ncols > 8 else ''})")
                 continue
@@ -1547,18 +1548,35 @@ def _json_fields(mat):
 class Writer:
     """Where a batch's rows go: ``write(result)`` per chunk, then ``close()``."""
 
-    def __init__(self, stream, output_name, wrt, grad):
+    def __init__(self, stream, output_name, wrt, grad, inputs=()):
         self.stream = stream
         self.output_name = output_name
         self.wrt = list(wrt)
         self.grad = grad
+        self.inputs = [n for n in inputs if n not in column_names(output_name, self.wrt)]
         self.columns = column_names(output_name, self.wrt if grad else [])
+        self.all = self.inputs + self.columns
 
-    def write(self, res):
+    def write(self, res, points=None):
+        """Write one chunk's results (and its ``points``, for the :attr:`inputs` columns)."""
+        if self.inputs:
+            merged = {n: np.asarray(points[n], dtype=res.value.dtype) for n in self.inputs}
+            merged.update(res)
+            res = _Merged(res, merged)
+        self._write(res)
+
+    def _write(self, res):
         raise NotImplementedError
 
     def close(self):
-        pass
+        """Finish the output (a CSV's header when no row came, an archive's directory)."""
+
+
+class _Merged(dict):
+    def __init__(self, res, merged):
+        super().__init__(merged)
+        self.value, self.gradients, self.output_name = res.value, res.gradients, \
+            res.output_name
 
 
 def _header_names(res, columns):
@@ -1577,45 +1595,51 @@ class CsvWriter(Writer):
 
     header_done = False
 
-    def write(self, res):
+    def _write(self, res):
         if not self.header_done:
             import csv
 
             buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerow(_header_names(res, self.columns))
+            csv.writer(buf, lineterminator="\n").writerow(_header_names(res, self.all))
             self.stream.write(buf.getvalue().encode("utf-8"))
             self.header_done = True
-        self.stream.write(_csv_bytes(_matrix(res, self.columns)))
+        self.stream.write(_csv_bytes(_matrix(res, self.all)))
 
-    def close(self, empty_res=None):
+    def close(self):
         if not self.header_done:
-            self.stream.write((",".join(self.columns) + "\n").encode("utf-8"))
+            self.stream.write((",".join(self.all) + "\n").encode("utf-8"))
             self.header_done = True
 
 
 class JsonlWriter(Writer):
-    """``{"value": V, "gradients": {"x": ..., ...}}`` per point (``{"value": V}`` for eval)."""
+    """``{"value": V, "gradients": {"x": ..., ...}}`` per point (``{"value": V}`` for eval);
+    a sweep's lines start with ``"point": {"x": ...}``."""
 
-    def write(self, res):
+    def _write(self, res):
         B = res.value.shape[0]
         if B == 0:
             return
-        scalar = all(res[c].ndim == 1 for c in self.columns)
+        scalar = all(res[c].ndim == 1 for c in self.all)
         if scalar:
-            keys = [json.dumps(n) for n in self.wrt] if self.grad else []
+            line = ""
+            if self.inputs:
+                line = '"point": {' + ", ".join(f"{json.dumps(n)}: %s" for n in self.inputs) \
+                    + "}, "
+            line = "{" + line + '"value": %s'
             if self.grad:
-                inner = ", ".join(f"{k}: %s" for k in keys)
-                line = '{"value": %s, "gradients": {' + inner + '}}\n'
-            else:
-                line = '{"value": %s}\n'
-            fields = _json_fields(_matrix(res, self.columns))
+                line += ', "gradients": {' + ", ".join(f"{json.dumps(n)}: %s"
+                                                      for n in self.wrt) + "}"
+            line += "}\n"
+            fields = _json_fields(_matrix(res, self.all))
             self.stream.write((line.encode() * B) % tuple(fields))
             return
         from .values import to_json
 
         out = []
         for b in range(B):
-            obj = {"value": to_json(res.value[b])}
+            obj = {"point": {n: to_json(res[n][b]) for n in self.inputs}} if self.inputs \
+                else {}
+            obj["value"] = to_json(res.value[b])
             if self.grad:
                 obj["gradients"] = {n: to_json(res.gradients[n][b]) for n in self.wrt}
             out.append(json.dumps(obj, allow_nan=False))
@@ -1630,8 +1654,8 @@ class NpzWriter(Writer):
     flat however many points there are.
     """
 
-    def __init__(self, stream, output_name, wrt, grad):
-        super().__init__(stream, output_name, wrt, grad)
+    def __init__(self, stream, output_name, wrt, grad, inputs=()):
+        super().__init__(stream, output_name, wrt, grad, inputs)
         import tempfile
 
         self.files = {}
@@ -1639,8 +1663,8 @@ class NpzWriter(Writer):
         self.count = 0
         self._tempfile = tempfile.TemporaryFile
 
-    def write(self, res):
-        for c in self.columns:
+    def _write(self, res):
+        for c in self.all:
             a = np.ascontiguousarray(res[c])
             f = self.files.get(c)
             if f is None:
@@ -1657,7 +1681,7 @@ class NpzWriter(Writer):
 
         try:
             with zipfile.ZipFile(self.stream, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-                for c in self.columns:
+                for c in self.all:
                     shape, dtype = self.shapes.get(c, ((), np.dtype(np.float64)))
                     header = {"descr": npformat.dtype_to_descr(np.dtype(dtype)),
                               "fortran_order": False, "shape": (self.count,) + tuple(shape)}
@@ -1675,6 +1699,7 @@ class NpzWriter(Writer):
 WRITERS = {"csv": CsvWriter, "jsonl": JsonlWriter, "npz": NpzWriter}
 
 
-def writer_for(fmt, stream, output_name, wrt, grad=True):
-    """The :class:`Writer` of ``fmt`` (csv, jsonl, npz) on a binary ``stream``."""
-    return WRITERS[fmt](stream, output_name, wrt, grad)
+def writer_for(fmt, stream, output_name, wrt, grad=True, inputs=()):
+    """The :class:`Writer` of ``fmt`` (csv, jsonl, npz) on a binary ``stream``; ``inputs``
+    names point columns written first (a sweep's, whose points are made, not read)."""
+    return WRITERS[fmt](stream, output_name, wrt, grad, inputs)

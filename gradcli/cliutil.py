@@ -402,7 +402,9 @@ def run_batch(graph, bindings, *, batch_file, sweeps, fmt, out_file, keep_going,
         cols = batching.column_names(kernel.output_name, kernel.wrt if grad else [])
         if fmt == "table":
             with _progress(points, quiet) as tick:
-                table = _batch_table(points, kernel, cols, tick)
+                table = _batch_table(points, kernel, cols, tick,
+                                     inputs=[n for n in points.names if n not in cols]
+                                     if sweeps else [])
             items = [table] if table is not None else []
             if out_file is None:
                 from .render import layout
@@ -416,9 +418,10 @@ def run_batch(graph, bindings, *, batch_file, sweeps, fmt, out_file, keep_going,
         else:
             with _output(out_file, spool=not keep_going and out_file is None) as stream, \
                     _progress(points, quiet) as tick:
-                w = batching.writer_for(fmt, stream, kernel.output_name, kernel.wrt, grad)
+                w = batching.writer_for(fmt, stream, kernel.output_name, kernel.wrt, grad,
+                                        inputs=points.names if sweeps else ())
                 for chunk, _ in points:
-                    w.write(kernel(chunk))
+                    w.write(kernel(chunk), chunk)
                     stream.flush()  # each chunk out as soon as it is made
                     tick(kernel.rows)
                 w.close()
@@ -435,7 +438,7 @@ def run_batch(graph, bindings, *, batch_file, sweeps, fmt, out_file, keep_going,
              f"other {kernel.rows:,} were written")
 
 
-def _batch_table(points, kernel, cols, tick):
+def _batch_table(points, kernel, cols, tick, inputs=()):
     """The points as a table for people (at most 10,000 of them)."""
     import numpy as np
 
@@ -446,11 +449,12 @@ def _batch_table(points, kernel, cols, tick):
     for chunk, _ in points:
         res = kernel(chunk)
         if table is None:
-            table = layout.Table(*[(n, "right") for n in _header_names(res, cols)])
+            table = layout.Table(*[(n, "right") for n in inputs + _header_names(res, cols)])
         if kernel.rows > 10000:
             raise click.UsageError("--format table shows at most 10,000 points; use csv, "
                                    "jsonl or npz for more")
-        mat = np.concatenate([res[c].reshape(len(res.value), -1) for c in cols], axis=1)
+        mat = np.concatenate([np.reshape(chunk[n], (len(res.value), -1)) for n in inputs]
+                             + [res[c].reshape(len(res.value), -1) for c in cols], axis=1)
         for row in mat.tolist():
             table.add_row(*[f"{v:.6g}" for v in row])
         tick(kernel.rows)

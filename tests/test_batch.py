@@ -267,7 +267,7 @@ def test_csv_nonfinite_and_exponents(tmp_path):
 
 @pytest.mark.parametrize("text, line, col, what", [
     ("x,y\n1,2\n3,abc\n", 3, "y", "'abc' is not a number"),
-    ("x,y\n1,2\n3\n", 3, None, "1 cells for 2 columns"),
+    ("x,y\n1,2\n3\n", 3, None, "1 cell for 2 columns"),
     ("x,y\n1,2\n3,4\n5,6,7\n", 4, None, "3 cells for 2 columns"),
     ("x,y\n1,\n", 2, "y", "an empty cell is not a number"),
 ])
@@ -423,6 +423,20 @@ def test_array_columns_in_csv_and_jsonl(formatter):
     batching.writer_for("jsonl", buf, "f", ["W"]).write(res)
     second = json.loads(buf.getvalue().decode().splitlines()[1])
     assert second == {"value": [3.0, "nan"], "gradients": {"W": [[4.0, 5.0], [6.0, 7.0]]}}
+
+
+def test_sweep_points_are_written_first(formatter):
+    pts = {"x": np.array([0.0, 2.0])}
+    buf = io.BytesIO()
+    w = batching.writer_for("csv", buf, "f", ["x"], inputs=["x"])
+    w.write(result([0.0, 4.0], x=[0.0, 4.0]), pts)
+    assert buf.getvalue().decode() == "x,f,d_x\n0.0,0.0,0.0\n2.0,4.0,4.0\n"
+    buf = io.BytesIO()
+    w = batching.writer_for("jsonl", buf, "f", ["x"], inputs=["x"])
+    w.write(result([0.0, 4.0], x=[0.0, 4.0]), pts)
+    assert [json.loads(line) for line in buf.getvalue().decode().splitlines()] == [
+        {"point": {"x": 0.0}, "value": 0.0, "gradients": {"x": 0.0}},
+        {"point": {"x": 2.0}, "value": 4.0, "gradients": {"x": 4.0}}]
 
 
 def test_npz_writer_streams_chunks(tmp_path):

@@ -117,14 +117,16 @@ def test_sweep_grid_feeds_a_plot(sh):
     r = sh(script)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["10", "0.0", "2.0", "2.0"]  # relu(-2)*1; at x=2, w=2
+    r = sh("gradcli grad --sweep x=-2:2:3 --sweep w=1:2:2 'relu(x) * w' | head -3")
+    assert r.stdout == "x,w,f,d_x,d_w\n-2.0,1.0,0.0,0.0,0.0\n-2.0,2.0,0.0,0.0,0.0\n"
 
 
 def test_eval_sweep_csv_header_is_the_output_name(sh):
     r = sh("gradcli eval --sweep t=0:1:3 'y = t * 2; y + 1'")
     assert r.returncode == 0, r.stderr
-    assert r.stdout == "f\n1.0\n2.0\n3.0\n"   # an unnamed last statement is f
+    assert r.stdout == "t,f\n0.0,1.0\n0.5,2.0\n1.0,3.0\n"   # the point, then f
     r = sh("gradcli eval --sweep t=0:1:2 --output y 'y = t * 2; y + 1'")
-    assert r.stdout == "y\n0.0\n2.0\n"
+    assert r.stdout == "t,y\n0.0,0.0\n1.0,2.0\n"
 
 
 # ---------------------------------------------------------------- bad rows
@@ -176,7 +178,7 @@ def test_o_replaces_the_file_whole(sh, tmp_path):
     (tmp_path / "out.csv").write_text("old\n")
     r = sh("gradcli eval --sweep x=0:1:3 -o out.csv 'x*2'")
     assert r.returncode == 0 and r.stdout == ""
-    assert (tmp_path / "out.csv").read_text() == "f\n0.0\n1.0\n2.0\n"
+    assert (tmp_path / "out.csv").read_text() == "x,f\n0.0,0.0\n0.5,1.0\n1.0,2.0\n"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -216,8 +218,8 @@ def test_reader_leaving_early_ends_quietly(sh):
            "echo \"status ${PIPESTATUS[0]}\"")
     lines = r.stdout.splitlines()
     x = np.linspace(0, 1, 2000000)[1]
-    assert lines[:2] == ["f,d_x", "0.0,0.0"]
-    assert [float(c) for c in lines[2].split(",")] == [x * x, 2 * x]
+    assert lines[:2] == ["x,f,d_x", "0.0,0.0,0.0"]
+    assert [float(c) for c in lines[2].split(",")] == [x, x * x, 2 * x]
     assert lines[3:] == ["status 141"]
     assert r.stderr == ""
 
@@ -272,7 +274,7 @@ def test_progress_bar_only_on_a_terminal(gradcli_exe, tmp_path):
     code, out, err = _run_with_terminal_stderr(gradcli_exe, tmp_path, *args,
                                                env={"NO_COLOR": ""} if "NO_COLOR" in env
                                                else None)
-    assert code == 0 and len(out.splitlines()) == 1501
+    assert code == 0 and len(out.splitlines()) == 1501 and out.startswith("x,f,d_x\n")
     assert "points" in err and "batch" in err, repr(err)     # the bar, on the terminal
     for extra, env2 in ((["--quiet"], None), ([], {"NO_COLOR": "1"})):
         code, out, err = _run_with_terminal_stderr(gradcli_exe, tmp_path, *args[:1], *extra,
@@ -323,7 +325,8 @@ def test_batch_table_for_people(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = cli("grad", "--sweep", "x=0:2:3", "--format", "table", "x*x")
     assert r.code == 0
-    assert r.out.splitlines() == ["f   d_x", "───────", "0     0", "1     2", "4     4"]
+    assert r.out.splitlines() == ["x   f   d_x", "───────────", "0   0     0", "1   1     2",
+                                  "2   4     4"]
 
 
 def test_missing_file_and_empty_input(tmp_path, monkeypatch):

@@ -449,7 +449,22 @@ def to_dot(pic):
             gc.enable()
 
 
+def _label(lines, _plain=_HTML.search):
+    """An HTML-like label's inside; escaping only when some line needs it (rarely)."""
+    if len(lines) == 1:
+        t, st = lines[0]
+        if _plain(t) is not None:
+            t = html(t)
+        return f"<B>{t}</B>" if st == "bold" else _STYLE[st].format(t)
+    (t0, s0), (t1, s1) = lines[0], lines[1]
+    if len(lines) == 2 and s0 == "bold" and s1 == "plain" and _plain(t0) is None \
+            and _plain(t1) is None:
+        return f"<B>{t0}</B><BR/>{t1}"   # an op and its text: most boxes of a big graph
+    return "<BR/>".join([_STYLE[st].format(html(t)) for t, st in lines])
+
+
 def _to_dot(pic):
+    """DOT text of a picture: one statement per line, in the picture's order."""
     title = " ".join(pic.title.split())
     effort = ", mclimit=0.1, nslimit=2, nslimit1=2" if len(pic.boxes) > BIG else ""
     out = [f"// gradcli: {clip(title, 70)}",
@@ -458,12 +473,11 @@ def _to_dot(pic):
            '  node [fontname="Helvetica", fontsize=11, margin="0.12,0.06"];',
            '  edge [fontname="Helvetica", fontsize=9, arrowsize=0.7];']
     add = out.append
-    style = _STYLE
+    output = f', peripheries=2, penwidth=1.6, color="{OUT}"'
     for b in pic.boxes:
-        label = "<BR/>".join(style[st].format(html(t)) for t, st in b.lines)
-        line = f"  {b.id} [shape={b.shape}, label=<{label}>"
+        line = f"  {b.id} [shape={b.shape}, label=<{_label(b.lines)}>"
         if b.output:
-            line += f', peripheries=2, penwidth=1.6, color="{OUT}"'
+            line += output
         if b.mark:
             line += f', style=filled, fillcolor="{FAIL if b.mark == "fail" else KINK}"'
         elif b.shape == "note" or b.copy:
@@ -472,13 +486,14 @@ def _to_dot(pic):
             line += f", tooltip={quoted(b.tooltip)}"
         add(line + "];")
     back = f'dir=back, style=dashed, color="{BACK}", fontcolor="{BACK}"'
+    plain = _QUOTED.search
     for a, b, label, is_back in pic.edges:
         if label is None:
             add(f"  {a} -> {b} [{back}];" if is_back else f"  {a} -> {b};")
-        elif is_back:
-            add(f"  {a} -> {b} [{back}, label={quoted(label)}];")
-        else:
-            add(f"  {a} -> {b} [label={quoted(label)}];")
+            continue
+        label = f'"{label}"' if plain(label) is None else quoted(label)
+        add(f"  {a} -> {b} [{back}, label={label}];" if is_back
+            else f"  {a} -> {b} [label={label}];")
     out.append("}")
     return "\n".join(out) + "\n"
 

@@ -137,13 +137,25 @@ def bind(graph, order, bindings, dtype, warnings):
 
     nodes = graph.nodes
     needed = [nodes[i].name for i in order if nodes[i].op is oplib.VAR]
-    missing = [n for n in needed if n not in bindings]
+    source = {n: n for n in needed if n in bindings}  # variable -> the binding's name
+    if len(source) < len(needed):
+        # names compare as Python compares identifiers (NFKC): a binding 𝑥=1 binds x
+        from .values import normal_name
+
+        spelled = {}
+        for b in bindings:
+            if isinstance(b, str):
+                spelled.setdefault(normal_name(b), b)
+        for n in needed:
+            if n not in source and normal_name(n) in spelled:
+                source[n] = spelled[normal_name(n)]
+    missing = [n for n in needed if n not in source]
     if missing:
         raise BindingError(_unbound_message(missing, bindings))
     env = {}
     warnings.extend(getattr(bindings, "warnings", ()))  # values.Bindings: x=1e400 became inf
     for name in needed:
-        v = bindings[name]
+        v = bindings[source[name]]
         if not (isinstance(v, np.ndarray) and v.dtype == dtype):
             v = as_array(v, name)
             with np.errstate(all="ignore"):
@@ -158,8 +170,9 @@ def bind(graph, order, bindings, dtype, warnings):
                                     f"and becomes 0")
             v = cast
         env[name] = v
+    used = set(source.values())
     for name in bindings:
-        if name not in env:
+        if name not in used:
             why = (f"'{name}' is a constant in the language" if name in ("pi", "e")
                    else "the program does not use it" if name not in graph.names
                    else "the output does not depend on it")

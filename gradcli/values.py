@@ -50,14 +50,15 @@ class Bindings(dict):
 
 
 def normal_name(name):
-    """A name as Python and the language compare names: NFKC (so ``𝑥`` is ``x``)."""
+    """A name as Python compares identifiers: NFKC (so ``𝑥`` is ``x``).  Bindings keep the
+    spelling they were given; the engine matches them to variables by this form."""
     return unicodedata.normalize("NFKC", name) if not name.isascii() else name
 
 
 def parse_binding(arg, warnings=None):
     """``"W=[[1,2],[3,4]]"`` -> ``("W", array)``."""
     name, eq, text = arg.partition("=")
-    name = normal_name(name.strip())
+    name = name.strip()
     if not eq:
         raise BindingError(f"expected NAME=VALUE, got {_clip(arg)}")
     if not _NAME.fullmatch(name):
@@ -75,10 +76,13 @@ def parse_bindings(args, base=None):
     seen = {}
     for arg in args:
         name, value = parse_binding(arg, out.warnings)
-        if name in seen:
-            raise BindingError(f"{clip(name, 40)} is bound twice: {_clip(seen[name])} and "
+        key = normal_name(name)  # 𝑥 and x are one name, as in Python
+        if key in seen:
+            raise BindingError(f"{clip(key, 40)} is bound twice: {_clip(seen[key])} and "
                                f"{_clip(arg)}; give each name one value")
-        seen[name] = arg
+        seen[key] = arg
+        for old in [b for b in out if b != name and normal_name(b) == key]:
+            del out[old]  # the command line overrides --values, however it is spelled
         out[name] = value
         out.sources[name] = arg
     return out
@@ -353,7 +357,7 @@ def load_values_file(path, warnings=None):
     if not isinstance(obj, dict):
         raise BindingError(f"{what} must hold a JSON object of NAME: VALUE")
     for k, v in obj.items():
-        name = normal_name(k)
+        name = k
         if not _NAME.fullmatch(name):
             raise BindingError(f"{what}: {_clip(k)} is not a variable name")
         out[name] = (parse_value(v, name, out.warnings) if isinstance(v, str)
@@ -383,7 +387,7 @@ def read_npz(data, what):
             for m in members:
                 key = m.filename[:-4] if m.filename.endswith(".npy") else m.filename
                 label = f"{what}: member {clip(m.filename, 40)}"
-                name = normal_name(key)
+                name = key
                 if not _NAME.fullmatch(name):
                     raise BindingError(f"{label}: {_clip(key)} is not a variable name")
                 out[name] = read_npy(z.read(m), label)

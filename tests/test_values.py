@@ -88,10 +88,15 @@ def test_a_name_bound_twice_names_both():
 
 
 def test_names_compare_as_python_compares_them():
+    import gradcli
+
     # NFKC: the mathematical italic x is x, so binding both is binding x twice
-    assert list(values.parse_bindings(["\U0001d465=1"])) == ["x"]
-    assert "bound twice" in error(values.parse_bindings, ["\U0001d465=1", "x=2"])
-    assert list(values.parse_bindings(["e\u0301=1"])) == ["\u00e9"]  # decomposed é
+    assert list(values.parse_bindings(["\U0001d465=1"])) == ["\U0001d465"]  # as written
+    assert "x is bound twice" in error(values.parse_bindings, ["\U0001d465=1", "x=2"])
+    assert float(gradcli.evaluate("x * 2", {"\U0001d465": 1.5}).value) == 3.0
+    assert float(gradcli.evaluate("\u00e9 + 1", {"e\u0301": 1}).value) == 2.0  # decomposed é
+    ev = gradcli.evaluate("x * 2", {"\U0001d465": 1.5})
+    assert not any("not used" in w for w in ev.warnings), ev.warnings
 
 
 def test_command_line_overrides_the_values_file():

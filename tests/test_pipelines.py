@@ -337,3 +337,41 @@ def test_missing_file_and_empty_input(tmp_path, monkeypatch):
     assert r.code == 2 and "empty" in r.err
     r = cli("grad", "--batch", "-", "x", input="x\n")
     assert r.code == 0 and r.out == "f,d_x\n"
+
+
+# ---------------------------------------------------------------- the README section
+
+DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "readme", "pipelines.md")
+
+
+def _transcripts(path):
+    import re
+
+    text = open(path, encoding="utf-8").read()
+    out = []
+    for m in re.finditer(r"^```console\n(.*?)^```\s*$", text, re.M | re.S):
+        cmd, expected = None, []
+        for line in m.group(1).splitlines():
+            if line.startswith("$ "):
+                if cmd is not None:
+                    out.append((cmd, expected))
+                cmd, expected = line[2:], []
+            elif cmd is not None:
+                expected.append(line)
+        if cmd is not None:
+            out.append((cmd, expected))
+    return out
+
+
+@pytest.mark.parametrize("cmd, expected", _transcripts(DOC), ids=lambda v: str(v)[:40])
+def test_docs_pipelines_transcripts(cmd, expected):
+    """docs/readme/pipelines.md shows real output (as test_readme checks README.md)."""
+    root = os.path.abspath(os.path.join(os.path.dirname(DOC), os.pardir, os.pardir))
+    env = dict(os.environ, NO_COLOR="1", COLUMNS="200",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    p = subprocess.run(cmd, shell=True, cwd=root, env=env, capture_output=True, text=True,
+                       timeout=120)
+    got = [line.rstrip() for line in (p.stderr + p.stdout).splitlines()]
+    assert got == [line.rstrip() for line in expected], f"$ {cmd}\n{p.stderr}{p.stdout}"
+    code = 2 if any(line.startswith("error:") for line in expected) else 0
+    assert p.returncode == code

@@ -281,6 +281,14 @@ def restyle_usage_error(e, ctx=None, args=()):
                 f"{' '.join(_shell_word(a) for a in [word] + rest)}")
     elif isinstance(e, click.NoSuchOption) and e.possibilities:
         hint = f"did you mean {', '.join(sorted(e.possibilities))}?"
+    elif message.startswith("No such command") and ctx is not None and \
+            isinstance(ctx.command, click.Group):
+        import difflib
+
+        name = message.split("'")[1] if "'" in message else ""
+        close = difflib.get_close_matches(name, ctx.command.list_commands(ctx), 1)
+        hint = (f"did you mean {close[0]}? " if close else "") + \
+            f"see '{_command_path(ctx)} --help' for the commands"
     message = message[:1].lower() + message[1:] if message[:2] != "No" else \
         message[:1].lower() + message[1:]
     out = UsageProblem(message.rstrip("."), hint, ctx)
@@ -296,8 +304,8 @@ def _looks_like_expr(option):
     return bool(body) and (body[0].isalpha() or body[0] in "(.0123456789[")
 
 
-class Command(click.Command):
-    """A gradcli command: usage errors in gradcli's style (``error: ...`` and a hint)."""
+class StyledErrors:
+    """Mixin for a Click command or group: its usage errors in gradcli's style."""
 
     def make_context(self, info_name, args, parent=None, **extra):
         given = list(args)  # Click's parser consumes the list it is given
@@ -311,6 +319,15 @@ class Command(click.Command):
             return super().invoke(ctx)
         except click.exceptions.UsageError as e:
             raise restyle_usage_error(e, ctx) from None
+
+
+class Command(StyledErrors, click.Command):
+    """A gradcli command: usage errors in gradcli's style (``error: ...`` and a hint).
+    Use it as ``@click.command("name", cls=Command)``."""
+
+
+class Group(StyledErrors, click.Group):
+    """A group whose own usage errors (an unknown command) read like gradcli's."""
 
 
 # ---------------------------------------------------------------- --batch and --sweep

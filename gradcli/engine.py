@@ -40,6 +40,12 @@ class Evaluation:
         self.warnings = warnings    # messages about the run (unused bindings, nan, ...)
         self.states = states or {}  # node id -> its custom op's instance (gates only)
 
+    def _repr_svg_(self):
+        """The graph with its values (and gradients), for notebooks; None without Graphviz."""
+        from .render.dot import repr_svg
+
+        return repr_svg(self)
+
     @property
     def value(self):
         """The output's value: a NumPy array (0-d for a scalar)."""

@@ -207,6 +207,13 @@ def table(report, show_all=False, **options):
                     f"eps {report.eps:.3g} (times {step}); it agrees when "
                     f"|analytic - numeric| <= {report.atol:g} + {report.rtol:g} * |numeric| "
                     f"(+ the rounding floor of the difference)"))
+    grouped = getattr(report, "grouped_evals", 0)
+    if grouped:
+        n = sum(ic.status.size for ic in report.inputs)
+        out.append(Line(f"grouped differences: elements whose effects stay apart until the "
+                        f"final sum are perturbed together ({grouped:,} evaluations where one "
+                        f"at a time takes two per element; --one-at-a-time to compare); "
+                        f"{n:,} elements checked in all"))
     if report.fast or any(p["status"] != "ok" for p in report.projections):
         out += _fast_table(report)
     for ic in report.inputs:
@@ -220,8 +227,10 @@ def table(report, show_all=False, **options):
         verdict = "fail" if (st == "fail").any() else "ok"
         unit = "Jacobian entry" if ic.out_shape is not None else "element"
         shape = f"shape {ic.shape}" if ic.shape else "a scalar"
+        graded = (f"max rel err {_e(worst)} ({status_grade(verdict, worst)})"
+                  if counted.size else "nothing to grade")
         out.append(Line(f"\n{ic.name}: {shape}, {_plural(st.size, unit)}: {summary}; "
-                        f"max rel err {_e(worst)} ({status_grade(verdict, worst)})", style="bold"))
+                        f"{graded}", style="bold"))
         cols = ["index", "analytic", "numeric", "abs err", "rel err", "grade", "status"]
         if ic.out_shape is not None:
             cols.insert(0, "output")
@@ -438,6 +447,9 @@ def _verdict(report):
                  f"{'agree' if n > 1 else 'agrees'}")
         word = "FAIL" if n_bad else word
     style = "bold red" if word == "FAIL" else "bold green"
+    if tail is None and not report.fast and report.inputs and not report.local and all(
+            np.all(ic.status == "kink") for ic in report.inputs):
+        tail = "every element at a kink or pole: nothing to grade"
     if tail is None:
         tail = (f"max abs err {_e(report.max_abs_err)}, max rel err "
                 f"{_e(report.max_rel_err)}: {report.grade}")

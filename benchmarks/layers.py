@@ -66,23 +66,22 @@ CONV = "sum(relu(conv2d(x, w, padding=1)))"
 
 
 def conv_numpy(x, w):
-    """im2col by stride tricks, a tensordot forward, and its adjoint by hand."""
+    """im2col by stride tricks and tensordot (BLAS), and its adjoint by hand: the windows'
+    gradient summed back tap by tap (col2im)."""
     N, C, H, W = x.shape
     O, _, kh, kw = w.shape
     xp = np.pad(x, [(0, 0), (0, 0), (1, 1), (1, 1)])
     s = xp.strides
-    cols = np.lib.stride_tricks.as_strided(xp, (N, C, kh, kw, H, W),
-                                           s[:2] + s[2:] + s[2:])
-    cols = np.ascontiguousarray(cols.transpose(0, 4, 5, 1, 2, 3)).reshape(N * H * W, -1)
-    out = cols @ w.reshape(O, -1).T                       # (N*H*W, O)
+    cols = np.lib.stride_tricks.as_strided(xp, (N, C, kh, kw, H, W), s + s[2:])
+    out = np.tensordot(cols, w, axes=([1, 2, 3], [1, 2, 3]))        # (N, H, W, O)
     value = np.sum(np.maximum(out, 0))
     g = (out > 0).astype(x.dtype)
-    dw = (g.T @ cols).reshape(w.shape)
-    dcols = (g @ w.reshape(O, -1)).reshape(N, H, W, C, kh, kw)
+    dw = np.tensordot(g, cols, axes=([0, 1, 2], [0, 4, 5]))          # (O, C, kh, kw)
+    dcols = np.tensordot(g, w, axes=([3], [0]))                      # (N, H, W, C, kh, kw)
     dxp = np.zeros_like(xp)
     for p in range(kh):
         for q in range(kw):
-            dxp[:, :, p:p + H, q:q + W] += dcols[:, :, :, :, p, q].transpose(0, 3, 1, 2)
+            dxp[:, :, p:p + H, q:q + W] += dcols[..., p, q].transpose(0, 3, 1, 2)
     return value, {"x": dxp[:, :, 1:-1, 1:-1], "w": dw}
 
 

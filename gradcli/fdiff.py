@@ -302,6 +302,7 @@ class Report:
         self.ops = None           # check --ops FILE: one record per custom op
         self.local = []           # per-node checks with a random upstream (custom ops, --local)
         self.taylor = None        # --taylor: one record per input
+        self.second = None        # --order 2: records from gradcheck.SECOND_ORDER
         self.strict = False
         self.__dict__.update(kw)
 
@@ -313,6 +314,7 @@ class Report:
              + sum(p["status"] == status for p in self.projections))
         if self.taylor is not None:
             n += sum(t["status"] == status for t in self.taylor)
+        n += sum(r.get("status") == status for r in (self.second or ()))
         return n
 
     @property

@@ -43,9 +43,17 @@ _ROUNDING = ROUNDING
 
 # ---------------------------------------------------------------- the check
 
+#: The extension point for ``check --order 2`` (second derivatives, issue 16): the module that
+#: implements it sets this to a function ``(graph, bindings, ref, targets, rng, output=...,
+#: dtype=..., eps=..., atol=..., rtol=...) -> list of records`` (each with a ``"status"`` of
+#: "ok", "fail" or "kink"); :func:`check` with ``order=2`` calls it instead of the
+#: first-order check and keeps the records in ``report.second`` (they count in the verdict).
+SECOND_ORDER = None
+
+
 def check(graph, bindings, *, wrt=None, output=None, method="central", eps=None, atol=None,
           rtol=None, jacobian=False, fast=False, projections=4, seed=0, dtype="float64",
-          strict=False, sweep=False, local=False, taylor=False, grouped=True):
+          strict=False, sweep=False, local=False, taylor=False, grouped=True, order=1):
     """Check reverse mode against finite differences; returns a :class:`Report`.
 
     ``local``: check every node's own backward with a random upstream gradient (custom-op
@@ -73,7 +81,15 @@ def check(graph, bindings, *, wrt=None, output=None, method="central", eps=None,
                         strict=strict, jacobian=jacobian, fast=fast, seed=seed,
                         output_name=ref.output_name, graph=graph,
                         warnings=list(ref.warnings), grouped_evals=0, adaptive=adaptive)
-        if taylor:
+        if order not in (1, 2):
+            raise BindingError(f"--order {order}: choose 1 or 2")
+        if order == 2:
+            if SECOND_ORDER is None:
+                raise BindingError("--order 2 (second derivatives) is not available in this "
+                                   "version of gradcli")
+            report.second = SECOND_ORDER(graph, bindings, ref, targets, rng, output=output,
+                                         dtype=dtype, eps=eps, atol=atol, rtol=rtol)
+        elif taylor:
             from .taylor import taylor_test
 
             report.taylor = taylor_test(graph, bindings, ref, targets, rng, output, dtype)

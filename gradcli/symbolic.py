@@ -330,8 +330,10 @@ def _custom_op_error(op):
 class Lifted:
     """A program's graph as symbols: ``syms[node id]``, the output and the variables."""
 
-    def __init__(self, builder, graph, syms, out, out_name, variables, evaluation):
+    def __init__(self, builder, graph, syms, out, out_name, variables, evaluation,
+                 bindings=None):
         self.builder = builder
+        self.bindings = bindings
         self.graph = graph
         self.syms = syms
         self.out = out
@@ -393,7 +395,7 @@ def lift(graph, bindings=None, *, output=None, dtype="float64", unique=()):
         raise
     finally:
         b.as_written = False
-    return Lifted(b, graph, syms, syms[out_id], out_name, variables, ev)
+    return Lifted(b, graph, syms, syms[out_id], out_name, variables, ev, bindings)
 
 
 def _first(e):
@@ -446,6 +448,13 @@ def _merge(bindings, kw):
     return merged
 
 
+def _unused(lifted, name):
+    """The derivative with respect to a variable the output does not need: zeros of its
+    binding's shape."""
+    v = (lifted.bindings or {}).get(name, 0.0)
+    return lifted.builder.const(0.0, np.shape(v))
+
+
 def derivative_syms(lifted, wrt=None, order=1):
     """(names, derivative symbols, warnings) of the output with respect to ``wrt``."""
     b = lifted.builder
@@ -463,12 +472,12 @@ def derivative_syms(lifted, wrt=None, order=1):
     present = [t for t in targets if t is not None]
     if order == 1:  # one reverse pass for every target
         grads = iter(backward(b, out, seed, present))
-        return names, [next(grads) if t is not None else b.const(0.0, ())
-                       for t in targets], warnings
+        return names, [next(grads) if t is not None else _unused(lifted, n)
+                       for n, t in zip(names, targets)], warnings
     results = []
-    for t in targets:
+    for n, t in zip(names, targets):
         if t is None:
-            results.append(b.const(0.0, ()))
+            results.append(_unused(lifted, n))
             continue
         d = out
         for _ in range(order):

@@ -366,3 +366,11 @@ def test_a_rule_that_computes_with_numpy_is_named():
     with pytest.raises(symbolic.NotTraceable, match="npcos"):
         gradcli.diff(graph)
     assert gradcli.grad(graph, x=0.5).gradients["x"] == pytest.approx(-np.sin(0.5))
+
+
+def test_a_variable_the_output_does_not_need_has_derivative_zero_of_its_shape():
+    r = cli("diff", "--output", "a", "--wrt", "y,x", "a = x*2; b = a*y; b", "x=1", "y=[1,2]")
+    assert r.code == 0
+    assert r.out.splitlines()[:2] == ["d/dy = [0, 0]", "d/dx = 2"]
+    assert "a does not depend on y" in r.err
+    roundtrip("a = x*2; b = a*y; b", dict(x=1.0, y=[1.0, 2.0]), wrt=["y", "x"])

@@ -461,26 +461,103 @@ class Kernel:
                     d = np.reshape(d, target)
                 ds[k] = np.reshape(d, np.shape(xs[k]))
         else:
-            rule = _BATCHED_VJPS.get(op)
-            got = None
-            if rule is not None:
-                full = [x if f else np.broadcast_to(x, (B,) + np.shape(x))
-                        for x, f in zip(xs, flags)]
-                got = rule(g, y, full, node.params, ks)
-            if got is None:
-                self.fallbacks.add(op.name)
-                got = {}
-                for k in ks:
-                    got[k] = np.stack([
-                        np.asarray(op.vjps[k](g[b], y[b],
-                                              *[x[b] if f else x for x, f in zip(xs, flags)],
-                                              *node.params))
-                        for b in range(B)]) if B else np.zeros((0,) + np.shape(xs[k])[1:])
-            ds = got
+            ds = self._batched_vjps(node, g, y, xs, flags, ks, B)
         for k in ks:
             j = node.inputs[k]
             d = ds[k]
             grads[j] = d if grads[j] is None else grads[j] + d
+
+    def _batched_vjps(self, node, g, y, xs, flags, ks, B):
+        """An op's downstream gradients for a whole chunk.
+
+        The candidates (the batched rules of :data:`_BATCHED_VJPS`, the op's own VJPs on
+        lined-up arrays for an elementwise op, its own VJPs with the axis params moved past
+        the batch axis) are tried once per node, on the first chunk, and each is checked
+        against the per-point VJPs at the chunk's first and last points; the first that
+        agrees is used from then on.  None agreeing, the op runs point by point.
+        """
+        op = node.op
+        key = ("vjp", node.id)
+        choice = self._fns.get(key, "unknown")
+        if choice is None:
+            return self._per_point_vjps(node, g, y, xs, flags, ks, range(B), B)
+        if choice != "unknown":
+            return self._candidate(choice, node, g, y, xs, flags, ks, B)
+        reference = None
+        for cand in self._candidates(node):
+            try:
+                with np.errstate(all="ignore"):
+                    got = self._candidate(cand, node, g, y, xs, flags, ks, B)
+            except GradcliError:
+                raise
+            except Exception:
+                continue
+            if got is None:
+                continue
+            if reference is None:
+                probe = sorted({0, B - 1}) if B else []
+                reference = self._per_point_vjps(node, g, y, xs, flags, ks, probe, B,
+                                                 stack=False)
+            if _agrees(got, reference, ks, B):
+                self._fns[key] = cand
+                return got
+        self._fns[key] = None
+        return self._per_point_vjps(node, g, y, xs, flags, ks, range(B), B)
+
+    def _candidates(self, node):
+        op = node.op
+        out = []
+        if op in _BATCHED_VJPS:
+            out.append("rule")
+        if op.vjps is not None:
+            if op.batch is not None and op.batch is getattr(oplib, "B_ELEMENTWISE", 0):
+                out.append("aligned")
+            names = tuple(getattr(op, "params", ()) or ())
+            if node.params and names and names[0] in ("axis", "axes", "dim"):
+                out.append("shifted")
+            out.append("as is")
+        return out
+
+    def _candidate(self, cand, node, g, y, xs, flags, ks, B):
+        op = node.op
+        full = [x if f else np.broadcast_to(x, (B,) + np.shape(x)) for x, f in zip(xs, flags)]
+        if cand == "rule":
+            return _BATCHED_VJPS[op](g, y, full, node.params, ks)
+        if cand == "aligned":
+            ax = _aligned(xs, flags, self._ndims(node))
+            got = {}
+            for k in ks:
+                d = op.vjps[k](g, y, *ax, *node.params)
+                target = np.shape(ax[k])
+                if np.shape(d) != target:
+                    d = np.reshape(oplib._sum_to(d, target), target)
+                got[k] = np.reshape(d, np.shape(xs[k]))
+            return got
+        params = node.params
+        if cand == "shifted":
+            axis = params[0]
+            nd = np.ndim(full[0]) - 1
+            if axis is None:
+                axis = tuple(range(1, nd + 1))
+            else:
+                axis = _shift_axis(axis)
+            params = (axis,) + tuple(params[1:])
+        return {k: np.asarray(op.vjps[k](g, y, *full, *params)) for k in ks}
+
+    def _per_point_vjps(self, node, g, y, xs, flags, ks, points, B, stack=True):
+        op = node.op
+        if stack:
+            self.fallbacks.add(op.name)
+        got = {}
+        for k in ks:
+            per = [np.asarray(op.vjps[k](g[b], y[b],
+                                         *[x[b] if f else x for x, f in zip(xs, flags)],
+                                         *node.params)) for b in points]
+            if not stack:
+                got[k] = per
+            else:
+                got[k] = np.stack(per) if per else np.zeros((0,) + np.shape(xs[k])[1:])
+        return got
 
     # ------------------------------------------------------------ after the run
 
@@ -616,9 +693,34 @@ def _binding_text(fixed, name):
 # array carries the batch axis first; None when the rule does not cover these params (the
 # kernel then runs that op point by point).
 
+def _agrees(got, reference, ks, B):
+    """Whether a chunk's batched VJPs equal the per-point ones at the probed points."""
+    probe = sorted({0, B - 1}) if B else []
+    for k in ks:
+        d = got.get(k)
+        if d is None or np.shape(d)[:1] != (B,):
+            return False
+        for b, ref in zip(probe, reference[k]):
+            if np.shape(d[b]) != np.shape(ref) or not np.allclose(
+                    d[b], ref, rtol=1e-10, atol=1e-12, equal_nan=True):
+                return False
+    return True
+
+
+def _shift_axis(axis):
+    if isinstance(axis, tuple):
+        return tuple(_shift_axis(a) for a in axis)
+    return axis + 1 if axis >= 0 else axis
+
+
+def _keepdims(params):
+    return bool(params[1]) if len(params) > 1 else False
+
+
 def _red_axes(params, nd):
-    """Batched axes of a reduction over per-point axis ``params[0]`` (None: all)."""
-    if len(params) > 1:
+    """Batched axes of a reduction over per-point axis ``params[0]`` (None: all), its
+    params (axis,) or (axis, keepdims)."""
+    if len(params) > 2:
         return None
     axis = params[0] if params else None
     if axis is None:
@@ -636,12 +738,17 @@ def _expand(g, axes):
     return g
 
 
+def _back(v, params, axes):
+    """A reduction's result with its reduced axes back (length 1), to broadcast."""
+    return v if _keepdims(params) else _expand(v, axes)
+
+
 def _vjp_sum(g, out, xs, params, ks):
     x = xs[0]
     axes = _red_axes(params, x.ndim - 1)
     if axes is None:
         return None
-    return {0: np.array(np.broadcast_to(_expand(g, axes), x.shape))}
+    return {0: np.array(np.broadcast_to(_back(g, params, axes), x.shape))}
 
 
 def _vjp_mean(g, out, xs, params, ks):
@@ -650,7 +757,7 @@ def _vjp_mean(g, out, xs, params, ks):
     if axes is None:
         return None
     n = int(np.prod([x.shape[a] for a in axes])) if axes else 1
-    return {0: np.broadcast_to(_expand(g, axes), x.shape) / n}
+    return {0: np.broadcast_to(_back(g, params, axes), x.shape) / n}
 
 
 def _vjp_extreme(g, out, xs, params, ks):
@@ -658,9 +765,9 @@ def _vjp_extreme(g, out, xs, params, ks):
     axes = _red_axes(params, x.ndim - 1)
     if axes is None:
         return None
-    hit = (x == _expand(out, axes)).astype(g.dtype)
+    hit = (x == _back(out, params, axes)).astype(g.dtype)
     count = np.sum(hit, axis=axes, keepdims=True)
-    return {0: _expand(g, axes) * hit / count}
+    return {0: _back(g, params, axes) * hit / count}
 
 
 def _vjp_matmul(g, out, xs, params, ks):
@@ -700,10 +807,11 @@ def _vjp_dot(g, out, xs, params, ks):
 
 
 def _vjp_transpose(g, out, xs, params, ks):
-    if params:
-        return None
     nd = xs[0].ndim - 1
-    return {0: np.transpose(g, (0,) + tuple(range(nd, 0, -1)))}
+    axes = params[0] if params else None
+    perm = tuple(range(nd - 1, -1, -1)) if axes is None else tuple(a % nd for a in axes)
+    batched = (0,) + tuple(a + 1 for a in perm)
+    return {0: np.transpose(g, tuple(np.argsort(batched)))}
 
 
 def _vjp_index(g, out, xs, params, ks):
@@ -720,21 +828,42 @@ def _vjp_stack(g, out, xs, params, ks):
     return {k: np.array(g[:, k]) for k in ks}
 
 
-def _vjp_softmax(g, out, xs, params, ks):
-    if params:
+def _one_axis(params, nd, default=-1):
+    axis = params[0] if params else default
+    if not isinstance(axis, (int, np.integer)):
         return None
-    if xs[0].ndim == 1:
+    return int(axis) % nd + 1
+
+
+def _vjp_softmax(g, out, xs, params, ks):
+    nd = xs[0].ndim - 1
+    if nd == 0:
         return {0: np.zeros_like(g)}
-    return {0: out * (g - np.sum(g * out, axis=-1, keepdims=True))}
+    a = _one_axis(params, nd)
+    if a is None:
+        return None
+    return {0: out * (g - np.sum(g * out, axis=a, keepdims=True))}
+
+
+def _vjp_log_softmax(g, out, xs, params, ks):
+    nd = xs[0].ndim - 1
+    if nd == 0:
+        return {0: np.zeros_like(g)}
+    a = _one_axis(params, nd)
+    if a is None:
+        return None
+    return {0: g - np.exp(out) * np.sum(g, axis=a, keepdims=True)}
 
 
 def _vjp_logsumexp(g, out, xs, params, ks):
-    if params:
-        return None
     x = xs[0]
-    if x.ndim == 1:
+    nd = x.ndim - 1
+    if nd == 0:
         return {0: np.array(g)}
-    return {0: g[..., None] * np.exp(x - out[..., None])}
+    axes = _red_axes(params, nd)
+    if axes is None:
+        return None
+    return {0: _back(g, params, axes) * np.exp(x - _back(out, params, axes))}
 
 
 def _rules():
@@ -743,7 +872,7 @@ def _rules():
                        ("min_all", _vjp_extreme), ("matmul", _vjp_matmul), ("dot", _vjp_dot),
                        ("transpose", _vjp_transpose), ("index", _vjp_index),
                        ("stack", _vjp_stack), ("softmax", _vjp_softmax),
-                       ("logsumexp", _vjp_logsumexp)):
+                       ("log_softmax", _vjp_log_softmax), ("logsumexp", _vjp_logsumexp)):
         op = getattr(oplib, name, None)
         if isinstance(op, oplib.Op) and op.partials is None:
             table[op] = rule

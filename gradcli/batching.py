@@ -1783,24 +1783,40 @@ class NpzWriter(Writer):
     flat however many points there are.
     """
 
+    #: Bytes held in memory before the columns go to temporary files.
+    IN_MEMORY = 64 << 20
+
     def __init__(self, stream, output_name, wrt, grad, inputs=()):
         super().__init__(stream, output_name, wrt, grad, inputs)
         import tempfile
 
-        self.files = {}
+        self.parts = {}     # column -> chunks in memory (until IN_MEMORY bytes)
+        self.files = {}     # column -> temporary file (after)
         self.shapes = {}
         self.count = 0
+        self.held = 0
         self._tempfile = tempfile.TemporaryFile
 
     def _write(self, res):
         for c in self.all:
             a = np.ascontiguousarray(res[c])
-            f = self.files.get(c)
-            if f is None:
-                f = self.files[c] = self._tempfile()
+            if c not in self.shapes:
                 self.shapes[c] = (a.shape[1:], a.dtype)
-            f.write(a.tobytes())
+                self.parts[c] = []
+            f = self.files.get(c)
+            if f is not None:
+                f.write(a.tobytes())
+            else:
+                self.parts[c].append(a)
+                self.held += a.nbytes
         self.count += res.value.shape[0]
+        if self.held > self.IN_MEMORY:  # spill: memory stays flat from here on
+            for c, parts in self.parts.items():
+                f = self.files[c] = self._tempfile()
+                for a in parts:
+                    f.write(a.tobytes())
+                parts.clear()
+            self.held = 0
 
     def close(self):
         import shutil
@@ -1820,6 +1836,8 @@ class NpzWriter(Writer):
                         if f is not None:
                             f.seek(0)
                             shutil.copyfileobj(f, out, 1 << 22)
+                        for a in self.parts.get(c, ()):
+                            out.write(memoryview(a).cast("B"))
         finally:
             for f in self.files.values():
                 f.close()

@@ -510,7 +510,6 @@ def _output(path, spool):
             with _terminated_is_interrupt(), os.fdopen(fd, "wb") as f:
                 yield f
                 f.flush()
-                os.fsync(f.fileno())
             try:
                 mode = os.stat(target).st_mode & 0o7777 if os.path.exists(target) else None
                 os.chmod(tmp, mode if mode is not None else 0o666 & ~_umask())

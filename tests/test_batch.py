@@ -492,3 +492,17 @@ def test_npz_writer_streams_chunks(tmp_path):
     assert sorted(d.files) == ["d_x", "f"]
     np.testing.assert_array_equal(d["f"], np.arange(12.0))
     np.testing.assert_array_equal(d["d_x"], np.repeat([0.0, 1, 2], 4))
+
+
+def test_npz_writer_spills_to_disk_past_its_memory_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(batching.NpzWriter, "IN_MEMORY", 1000)
+    p = tmp_path / "o.npz"
+    with open(p, "wb") as f:
+        w = batching.writer_for("npz", f, "f", ["v"])
+        for k in range(5):  # 5 chunks of 100 points: in memory, then on disk
+            w.write(result(np.arange(100.0) + 100 * k, v=np.full((100, 2), float(k))))
+        assert w.files and w.held < 1000
+        w.close()
+    d = np.load(p)
+    np.testing.assert_array_equal(d["f"], np.arange(500.0))
+    np.testing.assert_array_equal(d["d_v"][::100, 0], [0, 1, 2, 3, 4])

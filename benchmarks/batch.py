@@ -154,6 +154,12 @@ def main():
                          args.repeat, out_a=out)
         dt, _ = _bench.timed_run([py, "-c", CSV_NAIVE, str(csv_path), str(tmp / "naive.csv")])
         print(f"  info: python csv + float() + formulas + csv.writer: {dt:.3f} s")
+        print("  without orjson (NumPy's parser, repr formatting):")
+        pair("gradcli, GRADCLI_NO_ORJSON=1",
+             ["env", "GRADCLI_NO_ORJSON=1", *gradcli, "grad", "--format", "csv", "--batch",
+              str(csv_path), EXPR],
+             "floor: python csv read+write", [py, "-c", CSV_FLOOR, str(csv_path),
+                                              str(tmp / "copy.csv")], 1, out_a=out)
 
         print("\n.npz, 1.2x target:")
         npz_ratio = pair("gradcli grad --batch rows.npz",

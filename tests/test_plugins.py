@@ -874,3 +874,35 @@ def test_an_op_returning_the_wrong_dtype_is_bad_input_in_check(tmp_path, ret, ki
     r = cli("check", "--ops", f, "sum(Odd(x))", "x=[1,2]")
     bad(r, "Odd")
     assert "dtype" in r.err or kind in r.err
+
+
+def test_each_broken_op_is_reported_once_and_the_others_still_checked(tmp_path):
+    f = ops_file(tmp_path, "mixed.py", """
+        import numpy as np
+        class Boom:
+            def forward(self, x):
+                raise ValueError("boom in forward")
+            def backward(self, dz):
+                return [dz]
+        class TwoGrads:
+            def forward(self, x):
+                return x * 2
+            def backward(self, dz):
+                return [2 * dz, dz]
+        class Fine:
+            def forward(self, x):
+                return x * 3
+            def backward(self, dz):
+                return [3 * dz]
+        class Wrong:
+            def forward(self, x):
+                return x * 3
+            def backward(self, dz):
+                return [2 * dz]
+        """)
+    r = cli("check", "--ops", f)
+    bad(r, "Boom", "TwoGrads")
+    assert r.err.count("boom in forward") == 1          # once, not once per shape
+    assert "every shape tried" in r.err
+    assert r.err.count("returned 2 gradients") == 1
+    assert "the other 2 checked: 1 disagree: Wrong" in r.err

@@ -43,20 +43,36 @@ def rows(report):
         # whole arrays to JSON values at once; then one small dict per element
         cols = [to_json(np.ravel(v)) for v in (ic.analytic, ic.numeric, ic.abs_err, ic.rel_err)]
         est = to_json(np.ravel(ic.err_est)) if ic.err_est is not None else None
-        status = ic.status.reshape(-1)
-        graded = ic.grades().reshape(-1)
-        for pos, index, out_index in ic.indices():
-            d = {"wrt": ic.name, "index": list(index)}
-            if out_index is not None:
-                d["output_index"] = list(out_index)
-            d["analytic"], d["numeric"], d["abs_err"], d["rel_err"] = (c[pos] for c in cols)
-            d["status"] = status[pos]
-            d["grade"] = graded[pos]
-            if est is not None:
-                d["error_estimate"] = est[pos]
-            if pos in ic.kinks:
-                d["kink"] = _kink_json(report, ic.kinks[pos])
-            out.append(d)
+        status = ic.status.reshape(-1).tolist()
+        graded = ic.grades().reshape(-1).tolist()
+        n_in = int(np.prod(ic.shape)) if ic.shape else 1
+        # every index at once (as lists), not one np.ndindex step per element
+        in_idx = (np.stack(np.unravel_index(np.arange(n_in), ic.shape), axis=1).tolist()
+                  if ic.shape else [[]] * n_in)
+        outs = (np.stack(np.unravel_index(np.arange(int(np.prod(ic.out_shape))),
+                                          ic.out_shape), axis=1).tolist()
+                if ic.out_shape else [[]]) if ic.out_shape is not None else [None]
+        a, n, ae, re_ = cols
+        name = ic.name
+        kinks = ic.kinks
+        pos = 0
+        for o in outs:
+            for index in in_idx:
+                d = {"wrt": name, "index": list(index)}
+                if o is not None:
+                    d["output_index"] = list(o)
+                d["analytic"] = a[pos]
+                d["numeric"] = n[pos]
+                d["abs_err"] = ae[pos]
+                d["rel_err"] = re_[pos]
+                d["status"] = status[pos]
+                d["grade"] = graded[pos]
+                if est is not None:
+                    d["error_estimate"] = est[pos]
+                if pos in kinks:
+                    d["kink"] = _kink_json(report, kinks[pos])
+                out.append(d)
+                pos += 1
     return out
 
 

@@ -392,6 +392,7 @@ def test_help_lists_dot():
     assert " dot " in r.out
     r = cli("dot", "--help")
     assert "--grad" in r.out and "--max-nodes" in r.out and "--collapse" in r.out
+    assert f"[default: {core.MAX_NODES}]" in " ".join(r.out.split())
 
 
 # ---------------------------------------------------------------- the Python API

@@ -906,3 +906,20 @@ def test_each_broken_op_is_reported_once_and_the_others_still_checked(tmp_path):
     assert "every shape tried" in r.err
     assert r.err.count("returned 2 gradients") == 1
     assert "the other 2 checked: 1 disagree: Wrong" in r.err
+
+
+def test_a_backward_that_does_not_sum_over_broadcast_axes_fails_the_self_check(tmp_path):
+    f = ops_file(tmp_path, "bcast.py", """
+        class Mul:
+            def forward(self, x, y):
+                self.x, self.y = x, y
+                return x * y
+            def backward(self, dz):
+                return [self.y * dz, self.x * dz]     # right only when shapes are equal
+        """)
+    r = cli("check", "--ops", f)
+    assert r.code == 1, r.out + r.err
+    assert "which its forward broadcasts" in r.out and "sum over the broadcast axes" in r.out
+    assert r.out.count("which its forward broadcasts") == 1   # said once for the op
+    d = json.loads(cli("check", "--format", "json", "--ops", f).out)
+    assert d["ops"][0]["status"] == "fail" and d["ops"][0]["problems"]

@@ -1051,7 +1051,8 @@ cumsum = defop("cumsum", _cumsum, arity=1, params=(Param("axis", REQUIRED, "axis
                batch=B_AXIS, torch="torch.cumsum(x, dim)", doc="running sums along an axis")
 cumprod = defop("cumprod", _cumprod, arity=1, params=(Param("axis", REQUIRED, "axis"),),
                 vjps=(_cumprod_vjp,), batch=B_AXIS, torch="torch.cumprod(x, dim)",
-                formulas=("sum over j >= i of g_j * d out_j / d x_i (exact with zeros)",),
+                formulas=("sum over j >= i of g_j * d out_j / d x_i (exact with zeros while "
+                          "length * size <= 4e6; beyond, revcumsum(g * out) / x)",),
                 doc="running products along an axis")
 
 

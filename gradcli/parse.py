@@ -102,8 +102,6 @@ class _Builder:
         if i is None:
             if n in CONSTANTS:
                 return _Ex(-1, CONSTANTS[n], tok.start, tok.end)
-            if n == "None":
-                return _Ex(-1, None, tok.start, tok.end)
             i = self.add(oplib.VAR, (), tok.start, tok.end, name=n)
             self.names[n] = self.variables[n] = i
         return _Ex(i, None, tok.start, tok.end)
@@ -111,8 +109,6 @@ class _Builder:
     def assign(self, tok, ex):
         """``NAME = EXPR``: a new node each time; a name assigned again gets ``a#2``, ..."""
         n = tok.text
-        if n == "None":
-            self.error("cannot assign to None", tok.start)
         if n in CONSTANTS and n not in self.names:
             line = self.text.count("\n", 0, tok.start) + 1
             value = {True: "true", False: "false"}.get(CONSTANTS[n], CONSTANTS[n])
@@ -409,11 +405,11 @@ class _Rules:
         return self.b.apply(oplib.index, (x,), x.start, rsqb.end, (tuple(key),))
 
     def newaxis(self, c):
-        tok = c[0]
-        if tok.text != "None":
-            self.b.error("an index or slice takes whole-number constants, None or ..., "
-                         "as in x[0], W[1, -1], x[1:], x[:, None]", tok.start)
         return None
+
+    def none(self, c):
+        tok = c[0]
+        return _Ex(-1, None, tok.start, tok.end)
 
     def ellipsis(self, c):
         return Ellipsis
@@ -459,19 +455,23 @@ def _tables():
     from . import _tables as tables
 
     lexer = re.compile("|".join(f"(?P<{name}>{regexp})" for name, regexp in tables.TERMINALS))
-    terminals = frozenset(name for name, _ in tables.TERMINALS) | {"$END"}
+    terminals = frozenset(name for name, _ in tables.TERMINALS) | {"$END"} | frozenset(
+        t for m in tables.KEYWORDS.values() for t in m.values())
     return tables, lexer, terminals
 
 
-def _tokens(text, lexer, ignore):
+def _tokens(text, lexer, ignore, keywords=None):
     """The program's tokens, then $END.  A new line inside (), [] is not a separator."""
     match = lexer.match
+    names = (keywords or {}).get("NAME", {})
     pos, n, depth = 0, len(text), 0
     while pos < n:
         m = match(text, pos)
         if m is None:
             raise _BadCharacter(pos)
         kind, end = m.lastgroup, m.end()
+        if kind == "NAME" and names:
+            kind = names.get(m.group(), kind)
         if kind in ignore:
             pos = end
             continue
@@ -498,7 +498,7 @@ def _drive(text, rules):
     values = []
     tok = None
     try:
-        for tok in _tokens(text, lexer, tables.IGNORE):
+        for tok in _tokens(text, lexer, tables.IGNORE, tables.KEYWORDS):
             kind = tok.type
             while True:
                 act = table[states[-1]].get(kind)
@@ -535,7 +535,7 @@ def _accepts(text, stop):
     table, rules = tables.STATES, tables.RULES
     states = [tables.START]
     try:
-        for tok in _tokens(text, lexer, tables.IGNORE):
+        for tok in _tokens(text, lexer, tables.IGNORE, tables.KEYWORDS):
             if tok.start >= stop and tok.type != "$END" or tok.type == "$END":
                 break
             while True:
@@ -597,7 +597,7 @@ _DESCRIBE = {
     "NUMBER": "a number", "NAME": "a name", "STRING": "a string", "LPAR": "'('",
     "LSQB": "'['", "MINUS": "'-'",
     "PLUS": "'+'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "POW": "'**'", "RPAR": "')'",
-    "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "ELLIPSIS": "'...'", "LT": "'<'", "LE": "'<='",
+    "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "ELLIPSIS": "'...'", "NONE": "None", "LT": "'<'", "LE": "'<='",
     "GT": "'>'", "GE": "'>='", "EQEQ": "'=='", "NE": "'!='", "_SEP": "';'",
     "$END": "the end of the program",
 }
@@ -632,6 +632,11 @@ def _syntax_error(text, tok, pos=None):
         kind = {"NAME": "name ", "NUMBER": "number "}.get(tok.type, "")
         what = ("unexpected new line" if tok.type == "_SEP" and tok.text != ";"
                 else f"unexpected {kind}{tok.text!r}")
+        if tok.type == "NAME" and ("COLON" in expected and "NUMBER" in expected):
+            return ParseError("an index or slice takes whole-number constants, None or ..., "
+                              "as in x[0], W[1, -1], x[1:], x[:, None]", text, pos)
+        if tok.type == "EQUAL" and re.search(r"(?<!\w)None\s*$", text[:tok.start]):
+            return ParseError("cannot assign to None", text, text.rindex("None", 0, tok.start))
         if tok.type in _COMPARISONS and "PLUS" in expected:
             return ParseError(f"comparisons do not chain: write (a < b) * (b < c) for "
                               f"a < b < c", text, pos)

@@ -27,8 +27,21 @@ def generate():
     rules = list(parser.rules)
     index = {id(r): k for k, r in enumerate(rules)}
     # the order Lark's basic lexer tries terminals in: the first that matches wins
-    terms = sorted(parser.terminals, key=lambda t: (-t.priority, -t.pattern.max_width,
-                                                    -len(t.pattern.value), t.name))
+    # a string terminal that a regexp terminal also matches whole (NONE "None" and NAME) is
+    # a keyword: the lexer matches NAME and then renames the token, as Lark's own does
+    from lark.lexer import PatternRE, PatternStr
+
+    keywords = {}
+    for t in parser.terminals:
+        if isinstance(t.pattern, PatternStr):
+            for r in parser.terminals:
+                if isinstance(r.pattern, PatternRE) and r.priority == t.priority and \
+                        __import__("re").fullmatch(r.pattern.to_regexp(), t.pattern.value):
+                    keywords.setdefault(r.name, {})[t.pattern.value] = t.name
+    embedded = {name for m in keywords.values() for name in m.values()}
+    terms = sorted((t for t in parser.terminals if t.name not in embedded),
+                   key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value),
+                                  t.name))
     # Lark numbers states in an order that varies from run to run (it builds them from
     # sets); renumber them breadth-first from the start, so the file is the same every time
     start = table.start_states["start"]
@@ -55,6 +68,9 @@ GRAMMAR_SHA256 = "{digest}"
 
 #: (name, regular expression) of each terminal, in the order the lexer tries them.
 TERMINALS = {fmt(tuple((t.name, t.pattern.to_regexp()) for t in terms))}
+
+#: Keywords: a token of the first terminal with this text is of the second (NAME "None").
+KEYWORDS = {fmt({k: dict(sorted(v.items())) for k, v in sorted(keywords.items())})}
 
 #: Terminals the lexer skips (comments, blanks, line continuations).
 IGNORE = frozenset({{{", ".join(repr(t) for t in sorted(parser.ignore_tokens))}}})

@@ -1447,7 +1447,10 @@ class _ArrayPoints(Points):
                 self.start = stream.tell()
         if None in self.arrays:
             self.single = True
-            self.names = self.names if self.structured else [None]
+            if not self.structured:  # named after the file until bind_single says
+                stem = os.path.splitext(os.path.basename(path))[0] if path != "-" else "x"
+                self._single_name = stem
+                self.names = [stem]
         else:
             self.single = False
         counts = {n: h[0][0] if h[0] else None for n, h in self._headers.items()}

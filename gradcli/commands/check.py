@@ -17,7 +17,8 @@ from ..cliutil import (emit, library_for, load_program, note, output_options, pr
 @click.option("--eps", type=float, metavar="H",
               help="Step size, relative to each element's size when above 1 "
                    "[default: central 6.1e-6, forward 1.5e-8, richardson 5.8e-3, "
-                   "complex 1e-20].")
+                   "complex 1e-20; with the default, an element that fails is taken again "
+                   "with smaller steps until its difference settles].")
 @click.option("--atol", type=float, help="Absolute tolerance [default: 1e-6; forward 1e-5; "
               "float32 1e-4].")
 @click.option("--rtol", type=float, help="Relative tolerance [default: 1e-5; forward 1e-4; "

@@ -51,14 +51,14 @@ for _ in range(n):
     f = sp.sin(f)*y + f
 t0 = time.perf_counter()
 da, dy = sp.diff(f, a), sp.diff(f, y)
-t1 = time.perf_counter()
 chars = len(str(da)) + len(str(dy))
-t2 = time.perf_counter()
+t1 = time.perf_counter()
+print("diff", f"{t1 - t0:.3f}", chars, flush=True)
 reps, exprs = sp.cse([da, dy])
-t3 = time.perf_counter()
+t2 = time.perf_counter()
 cse_chars = sum(len(str(k)) + 3 + len(str(v)) + 1 for k, v in reps) + \
     sum(len(str(e)) + 1 for e in exprs)
-print(f"{t1 - t0 + t2 - t1:.3f} {chars} {t1 - t0 + t3 - t2:.3f} {cse_chars}")
+print("cse", f"{t2 - t0:.3f}", cse_chars, flush=True)
 '''
 
 
@@ -139,19 +139,19 @@ def main():
             try:
                 p = subprocess.run([sys.executable, "-c", SYMPY_SCRIPT, str(n)], env=env,
                                    capture_output=True, text=True, timeout=args.sympy_timeout)
-            except subprocess.TimeoutExpired:
-                print(f"  SymPy: more than {args.sympy_timeout:g} s; stopped")
-                return
-            if p.returncode != 0:
-                print(f"  SymPy failed: {p.stderr.strip().splitlines()[-1:]}")
-                return
-            t_diff, chars, t_cse, cse_chars = p.stdout.split()
-            print(f"  {'sympy diff':<28} {float(t_diff):>10.3f} {int(chars):>12,}")
-            print(f"  {'sympy diff + cse':<28} {float(t_cse):>10.3f} {int(cse_chars):>12,}")
-            print(f"  ratios to gradcli: diff {float(t_diff) / min(times):,.0f}x the time, "
-                  f"{int(chars) / len(printed):,.0f}x the characters; diff + cse "
-                  f"{float(t_cse) / min(times):,.0f}x the time, "
-                  f"{int(cse_chars) / len(printed):.1f}x the characters")
+                out, note = p.stdout, "" if p.returncode == 0 else \
+                    f"SymPy failed: {p.stderr.strip().splitlines()[-1:]}"
+            except subprocess.TimeoutExpired as e:
+                out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+                note = f"(stopped after {args.sympy_timeout:g} s)"
+            rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line}
+            for key, label in (("diff", "sympy diff"), ("cse", "sympy diff + cse")):
+                if key in rows:
+                    t, chars = float(rows[key][0]), int(rows[key][1])
+                    print(f"  {label:<28} {t:>10.3f} {chars:>12,}   ({t / min(times):,.0f}x "
+                          f"the time, {chars / len(printed):,.1f}x the characters)")
+                else:
+                    print(f"  {label:<28} {'-':>10} {'-':>12}   {note}")
 
 
 if __name__ == "__main__":

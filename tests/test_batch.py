@@ -415,7 +415,7 @@ def formatter(request, monkeypatch):
     if request.param == "plain":
         monkeypatch.setenv("GRADCLI_NO_ORJSON", "1")
     else:
-        pytest.importorskip("orjson")
+        import orjson  # noqa: F401  (a test dependency: the fast path must be tested)
     return request.param
 
 

@@ -13,6 +13,7 @@ import importlib.util
 import click
 
 from . import __version__
+from .cliutil import Group
 
 #: command name -> module of gradcli.commands, in the order ``gradcli --help`` lists them.
 COMMANDS = {
@@ -32,7 +33,7 @@ def _module(name):
     return f"{__package__}.commands.{COMMANDS[name]}"
 
 
-class LazyGroup(click.Group):
+class LazyGroup(Group):
     """A group whose commands are imported when first needed."""
 
     def list_commands(self, ctx):
@@ -54,6 +55,11 @@ def main():
       gradcli eval '(x+y)*max(y,z)' x=1 y=2 z=0
       gradcli grad '(x+y)*max(y,z)' x=1 y=2 z=0
       gradcli grad --format json 'sum(tanh(W @ x + b))' W=@W.npy x=[1,2] b=0
+      gradcli grad --batch rows.csv '(x+y)*max(y,z)' > grads.csv
+      gradcli grad --sweep x=0:1:11 'sin(x)**2'
+      gradcli check --ops my_ops.py
+      gradcli dot --grad '(x+y)*max(y,z)' x=1 y=2 z=0 -o graph.svg
+      gradcli diff 'x**2 + 2*x + 1'
       gradcli ops
 
     An EXPR that begins with '-' goes after '--': gradcli grad -- '-x**2' x=3

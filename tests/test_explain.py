@@ -140,3 +140,25 @@ def test_exponentially_many_paths_are_summarised():
     assert len(text.splitlines()) < 120      # the rules are elided past a few dozen nodes
     few = explain(gradcli.grad("a = x * x\nb = a * a\nf = b * b", x=1.5))
     assert few.count("    path x") == 8 and 8 <= PATHS
+
+
+# ---------------------------------------------------------------- the command
+
+def test_grad_explain_command_in_process_and_as_a_process(gradcli_exe):
+    """`grad --explain` prints the chain rule; its numbers are the gradients."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from gradcli.cli import main
+
+    args = ["grad", "--explain", "(x+y)*max(y,z)", "x=1", "y=2", "z=0"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "= 2·1 + 3·1 = 5" in r.output and "path y → max(y,z) → f: 1·3 = 3" in r.output
+    p = subprocess.run(gradcli_exe + args, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONIOENCODING="ascii"))
+    assert p.returncode == 0 and p.stderr == ""
+    assert "= 2*1 + 3*1 = 5" in p.stdout  # ASCII where the output cannot show the dot
+    bad = CliRunner().invoke(main, ["grad", "--explain", "--format", "json", "x", "x=1"])
+    assert bad.exit_code == 2 and "--explain" in bad.output and "Traceback" not in bad.output

@@ -16,12 +16,15 @@ from .evaluate import _single_only
 @click.option("--upstream", metavar="VALUE",
               help="Start the reverse pass from this array (of the output's shape) "
                    "instead of ones.")
+@click.option("--explain", is_flag=True,
+              help="Spell out the chain rule for each input, path by path, with numbers "
+                   "(instead of the table).")
 @batch_options
 @output_options("gradients", extra=("jsonl", "npz"))
 @terminal_options
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, upstream,
-            batch_file, sweeps, out_file, keep_going, quiet, chunk_size, fmt, color, width):
+            explain, batch_file, sweeps, out_file, keep_going, quiet, chunk_size, fmt, color, width):
     """Forward and reverse pass: the gradient of the output with respect to every input.
 
     The table shows, node by node from the output back, the upstream gradient that arrives,
@@ -41,6 +44,7 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
       gradcli grad --format json --wrt W 'sum(tanh(W @ x))' W=@W.npy x=[1,2]
       gradcli grad --batch rows.csv '(x+y)*max(y,z) + sin(x)*y' > grads.csv
       gradcli grad --sweep x=-2:2:5 --format jsonl 'relu(x) * w' w=3
+      gradcli grad --explain '(x+y)*max(y,z)' x=1 y=2 z=0
       gradcli grad -- '-x**2' x=3          # an EXPR that begins with - goes after --
     """
     from .. import engine
@@ -57,9 +61,20 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
                   chunk_size=chunk_size)
         return
     _single_only(fmt, out_file, keep_going)
+    if explain and fmt != "table":
+        raise click.UsageError("--explain writes text for people: it does not go with "
+                               f"--format {fmt}")
     res = engine.differentiate(graph, bindings, wrt=wrt_names(wrt), upstream=seed,
                                output=output, dtype=dtype, trace=fmt == "table")
     warn(res.warnings)
+    if explain:
+        import sys
+
+        from ..render.explain import explain as explain_text, needs_ascii
+
+        text = explain_text(res, ascii=needs_ascii(sys.stdout))
+        click.echo(text, nl=not text.endswith("\n"))
+        return
     if fmt != "table":  # the table says it in its own last line
         note_seed(res)
     emit(fmt, "gradients", res)

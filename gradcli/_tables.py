@@ -1,15 +1,15 @@
 # Generated from grammar/expr.lark by tools/build_parser.py with Lark 1.3.1:
 # do not edit.  The LALR(1) tables of the grammar, read by the driver in gradcli/parse.py.
-GRAMMAR_SHA256 = "790d8316e152d1ad8ae7d45bd5db1132139669122988c1f2c3b683e10509ac3d"
+GRAMMAR_SHA256 = "fd5940880ed60f237ee8cd56d6a59dab0a5fc2579bcb71f0b5aac3f957df0aca"
 
 #: (name, regular expression) of each terminal, in the order the lexer tries them.
-TERMINALS = (('NUMBER', '(\\d+\\.?\\d*|\\.\\d+)([eE][-+]?\\d+)?'), ('STRING', '"[^"\n]*"|\'[^\'\n]*\''),
- ('__IGNORE_2', '\\\\[ \t\x0c\r]*\r?\n'), ('NAME', '(?!\\d)\\w+'),
- ('__IGNORE_1', '[ \t\x0c\r]+'), ('COMMENT', '#[^\n]*'), ('ELLIPSIS', '\\.\\.\\.'),
- ('POW', '(?:\\*\\*|\\^)'), ('_SEP', '(?:\r?\n|;)'), ('EQEQ', '=='), ('GE', '>='), ('LE', '<='),
- ('NE', '!='), ('AT', '@'), ('COLON', ':'), ('COMMA', ','), ('EQUAL', '='), ('GT', '>'),
- ('LPAR', '\\('), ('LSQB', '\\['), ('LT', '<'), ('MINUS', '\\-'), ('PLUS', '\\+'),
- ('RPAR', '\\)'), ('RSQB', '\\]'), ('SLASH', '/'), ('STAR', '\\*'))
+TERMINALS = (('NUMBER', '([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][-+]?[0-9]+)?'),
+ ('STRING', '"[^"\n]*"|\'[^\'\n]*\''), ('__IGNORE_2', '\\\\[ \t\x0c\r]*\r?\n'),
+ ('NAME', '(?!\\d)\\w+'), ('__IGNORE_1', '[ \t\x0c\r]+'), ('COMMENT', '#[^\n]*'),
+ ('ELLIPSIS', '\\.\\.\\.'), ('POW', '(?:\\*\\*|\\^)'), ('_SEP', '(?:\r?\n|;)'), ('EQEQ', '=='),
+ ('GE', '>='), ('LE', '<='), ('NE', '!='), ('AT', '@'), ('COLON', ':'), ('COMMA', ','),
+ ('EQUAL', '='), ('GT', '>'), ('LPAR', '\\('), ('LSQB', '\\['), ('LT', '<'), ('MINUS', '\\-'),
+ ('PLUS', '\\+'), ('RPAR', '\\)'), ('RSQB', '\\]'), ('SLASH', '/'), ('STAR', '\\*'))
 
 #: Keywords: a token of the first terminal with this text is of the second (NAME "None").
 KEYWORDS = {'NAME': {'None': 'NONE'}}

@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import math
 import re
+import unicodedata
 
 import numpy as np
 
 from . import ops as oplib
 from .errors import ParseError, did_you_mean
 from .graph import Graph, Node
+from .values import MAX_DEPTH, too_deep
 
 __all__ = ["parse", "CONSTANTS"]
 
@@ -64,6 +66,7 @@ class _Builder:
         self.versions = {}    # statement name -> how many values it has had
         self.statements = []  # in order: an _Ex (bare expression) or an assignment
         self.warnings = []
+        self.depth = {}       # node id of a list of nodes (stack) -> how deep its lists nest
 
     # -- nodes
     def add(self, op, inputs, start, end, params=(), name=None, value=None):
@@ -230,13 +233,19 @@ class _Builder:
         for it in items:
             if not it.numeric:
                 self.not_a_value(it)
+        depth = 1 + max(np.ndim(it.value) if it.id < 0 else self.depth.get(it.id, 0)
+                        for it in items)
+        if depth > MAX_DEPTH:
+            self.error(too_deep("a list literal"), start)
         if all(it.id < 0 for it in items):
             shapes = {np.shape(it.value) for it in items}
             if len(shapes) > 1:
                 a, b = sorted(shapes, key=len)[:2]
                 self.error(f"ragged array: items have shapes {a} and {b}", start)
             return _Ex(-1, np.array([it.value for it in items], dtype=np.float64), start, end)
-        return self.apply(oplib.stack, items, start, end)
+        ex = self.apply(oplib.stack, items, start, end)
+        self.depth[ex.id] = depth
+        return ex
 
     def finish(self):
         statements = self.statements
@@ -465,13 +474,18 @@ def _tokens(text, lexer, ignore, keywords=None):
     match = lexer.match
     names = (keywords or {}).get("NAME", {})
     pos, n, depth = 0, len(text), 0
+    ascii = text.isascii()
     while pos < n:
         m = match(text, pos)
         if m is None:
             raise _BadCharacter(pos)
         kind, end = m.lastgroup, m.end()
-        if kind == "NAME" and names:
-            kind = names.get(m.group(), kind)
+        word = m.group()
+        if kind == "NAME":
+            if not ascii:
+                end, word = _name(text, pos, end)
+            if names:
+                kind = names.get(word, kind)
         if kind in ignore:
             pos = end
             continue
@@ -483,9 +497,33 @@ def _tokens(text, lexer, ignore, keywords=None):
             depth += 1
         elif kind in _CLOSE and depth:
             depth -= 1
-        yield _Token(kind, m.group(), pos, end)
+        yield _Token(kind, word, pos, end)
         pos = end
     yield _Token("$END", "", n, n)
+
+
+def _name(text, start, end):
+    """Where the name lexed at ``start`` ends, and the name, by Python's rule for identifiers:
+    letters, digits, ``_`` and combining marks (a decomposed é), checked as Python checks an
+    identifier and then NFKC-normalised, so ``𝑥`` and ``x`` are one name."""
+    n = len(text)
+    while end < n:  # the regexp stops at a combining mark (\w does not take them)
+        c = text[end]
+        if c.isascii():
+            if not (c.isalnum() or c == "_"):
+                break
+        elif not (c.isalnum() or ("a" + c).isidentifier()):
+            break
+        end += 1
+    raw = text[start:end]
+    if raw.isascii():
+        return end, raw
+    if not raw.isidentifier():
+        bad = next(k for k, c in enumerate(raw) if not (c if k == 0 else "a" + c).isidentifier())
+        c = raw[bad]
+        raise ParseError(f"invalid character {c!r} (U+{ord(c):04X}) in a name: a name is "
+                         f"letters, digits and _, as in Python", text, start + bad)
+    return end, unicodedata.normalize("NFKC", raw)
 
 
 def _drive(text, rules):
@@ -578,6 +616,8 @@ def parse(text, library=None):
     """
     if library is None:
         from .plugins import BUILTIN_LIBRARY as library
+    if text[:1] == "\ufeff" or "\r" in text:  # as files.decode reads a file
+        text = text[text[:1] == "\ufeff":].replace("\r\n", "\n").replace("\r", "\n")
     if len(text) > _CACHE_TEXT:  # a big program is parsed once; do not keep it alive
         return _parse.__wrapped__(text, library)
     return _parse(text, library)

@@ -358,6 +358,37 @@ def test_byte_order_mark_and_lone_carriage_returns(tmp_path, gradcli_exe):
     assert via_file.stdout == via_stdin.stdout
 
 
+def test_byte_order_mark_and_lone_carriage_returns_in_expr(tmp_path, gradcli_exe):
+    program = "\ufeffa = x * 2\rb = a + 1\r"
+    (tmp_path / "p.gc").write_text(program, encoding="utf-8", newline="")
+    via_expr = run(gradcli_exe, "eval", program, "x=3", "--format", "json")
+    via_file = run(gradcli_exe, "eval", "-f", tmp_path / "p.gc", "x=3", "--format", "json")
+    assert via_expr.returncode == 0, via_expr.stderr
+    doc = json.loads(via_expr.stdout)
+    assert doc["output"] == "b" and doc["value"] == 7.0
+    assert via_expr.stdout == via_file.stdout
+    # an error after a lone \r counts it as a line end: line 2, caret under the '*'
+    r = run(gradcli_exe, "eval", "a = x\rb = a * * 2", "x=3")
+    err = clean_exit_2(r, "line 2, column 9")
+    assert err.splitlines()[1:] == ["  b = a * * 2", "          ^"]
+    # a U+FEFF anywhere else is a character out of place, not a blank
+    clean_exit_2(run(gradcli_exe, "eval", "x +\ufeff 1", "x=3"), "line 1, column 4")
+
+
+def test_a_huge_unknown_name_gives_a_short_message_through_parse():
+    huge = "q" * 1_000_000
+    for program, words in ((f"{huge}(x)", "unknown op"), (f"x {huge}", "unexpected name"),
+                           (f"x + 1; {huge}½", "invalid character"),
+                           (f"{huge} = 1; {huge} +", "unexpected end")):
+        with pytest.raises(ParseError) as e:
+            gradcli.compile(program)
+        message = str(e.value)
+        assert words in message and len(message) < 1000, (words, len(message))
+    with pytest.raises(BindingError) as e:
+        gradcli.evaluate(f"x + {huge}", x=1)
+    assert "(1,000,000 characters)" in str(e.value) and len(str(e.value)) < 1000
+
+
 def test_a_program_file_that_is_not_utf8(tmp_path):
     (tmp_path / "p.gc").write_bytes(b"x * 2 # caf\xe9\n")
     bad(cli("eval", "-f", tmp_path / "p.gc", "x=1"), "not UTF-8 text (byte 0xe9 at line 1")

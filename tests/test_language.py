@@ -295,3 +295,53 @@ def test_random_programs_of_the_new_ops_match_finite_differences(program, seed):
     b = {k: v for k, v in b.items() if k in program.replace("X", "X ")}
     r = gradcli.check(program, **b)
     assert r.ok, program
+
+
+# ---------------------------------------------------------------- names, digits, nesting (issue 17)
+
+def test_names_follow_pythons_rule_nfkc():
+    assert gradcli.compile("𝑥 + x").variables == {"x": 0}  # one name, as in Python
+    assert value("𝑥 + x", x=2) == pytest.approx(4.0)
+    decomposed, composed = "e\u0301", "\u00e9"
+    assert gradcli.compile(f"{decomposed} * 2").variables == {composed: 0}
+    assert value(f"{decomposed} * 2", **{composed: 3}) == pytest.approx(6.0)
+    assert value(f"{composed} * 2", **{decomposed: 3}) == pytest.approx(6.0)
+    assert value("नमस्ते * 2", नमस्ते=1.5) == pytest.approx(3.0)  # vowel signs are marks
+    assert value("𝐬𝐢𝐧(x)", x=0.5) == pytest.approx(math.sin(0.5))  # an op's name too
+    g = gradcli.grad("𝑦 = x * x; 𝑦 + y", x=3.0)
+    assert g.gradients["x"] == pytest.approx(12.0)
+
+
+def test_a_character_python_refuses_in_a_name_is_a_parse_error():
+    for program, column in (("x² + 1", 2), ("² + 1", 1), ("a = 1; y½", 9)):
+        e = parse_error(program)
+        assert e.column == column, (program, str(e))
+        assert "invalid character" in str(e) and "in a name" in str(e)
+        assert str(e).splitlines()[-1] == "  " + " " * (column - 1) + "^"
+
+
+def test_only_ascii_digits_are_numbers():
+    e = parse_error("٣ + x")
+    assert (e.line, e.column) == (1, 1) and "unexpected character '٣'" in str(e)
+    assert str(e).splitlines()[-1] == "  ^"
+    e = parse_error("x + ١٢")
+    assert e.column == 5
+    assert value("1e3 + x", x=1) == pytest.approx(1001.0)
+    assert value("x٣ * 2", x٣=2) == pytest.approx(4.0)  # a digit after the first letter, as Python
+    with pytest.raises(ParseError):
+        gradcli.compile("x[٣]")
+    with pytest.raises(ParseError):
+        gradcli.compile("1e٣")
+
+
+def test_nested_list_literals_stop_at_max_depth():
+    from gradcli.values import MAX_DEPTH, too_deep
+
+    deep = "[" * MAX_DEPTH + "1" + "]" * MAX_DEPTH
+    assert np.ndim(value(deep)) == MAX_DEPTH
+    assert np.ndim(value("[" * MAX_DEPTH + "x" + "]" * MAX_DEPTH, x=1)) == MAX_DEPTH
+    for depth, inner in ((MAX_DEPTH + 1, "1"), (65, "1"), (MAX_DEPTH + 1, "x"), (200, "x * 2")):
+        program = "[" * depth + inner + "]" * depth
+        e = parse_error(program)
+        assert too_deep("a list literal") in str(e)
+        assert e.column == depth - MAX_DEPTH  # the first bracket one too many

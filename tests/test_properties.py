@@ -139,7 +139,16 @@ def check_parse(text):
     return g
 
 
+def _as_parsed(text):
+    """The text as the parser reads it: a leading U+FEFF dropped, every line end a \\n."""
+    if text[:1] == "\ufeff":
+        text = text[1:]
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _check_caret(text, e, msg):
+    text = _as_parsed(text)
+    assert e.text == text
     pos = e.pos
     assert 0 <= pos <= len(text), (pos, len(text))
     assert f"line {e.line}, column {e.column}" in msg, msg

@@ -61,17 +61,24 @@ def grad(program, bindings=None, /, *, wrt=None, upstream=None, output=None,
 
 def check(program, bindings=None, /, *, wrt=None, output=None, method="central", eps=None,
           atol=None, rtol=None, jacobian=False, fast=False, projections=4, seed=0,
-          dtype="float64", strict=False, sweep=False, ops=None, **values):
+          dtype="float64", strict=False, sweep=False, local=False, taylor=False,
+          grouped=True, one_at_a_time=None, order=1, ops=None, **values):
     """Reverse mode against finite differences; ``.ok``, ``.inputs``, ``.blame``, ...
 
-    The options are those of ``gradcli check``; see :func:`gradcli.gradcheck.check`.
+    The options are those of ``gradcli check`` (``sweep`` is ``--eps-sweep``; ``grouped=False``
+    or ``one_at_a_time=True`` is ``--one-at-a-time``); see :func:`gradcli.gradcheck.check`.
     """
     from . import gradcheck
 
+    if one_at_a_time is not None:  # the CLI's name for grouped=False
+        if not grouped and not one_at_a_time:
+            raise TypeError("grouped=False and one_at_a_time=False contradict each other")
+        grouped = not one_at_a_time
     return gradcheck.check(compile(program, ops), _bindings(bindings, values),
                            wrt=_names(wrt), output=output, method=method, eps=eps, atol=atol,
                            rtol=rtol, jacobian=jacobian, fast=fast, projections=projections,
-                           seed=seed, dtype=dtype, strict=strict, sweep=sweep)
+                           seed=seed, dtype=dtype, strict=strict, sweep=sweep, local=local,
+                           taylor=taylor, grouped=grouped, order=order)
 
 
 def check_ops(ops, *, seed=0, eps=None, atol=None, rtol=None):

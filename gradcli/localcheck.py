@@ -91,6 +91,8 @@ def audit(graph, ref, targets, rng, atol, rtol, *, every=False, upstreams=None, 
         try:
             rec = _node_record(graph, ref, node, dep, rng, atol, rtol, eps)
         except GradcliError as e:
+            if isinstance(e.__context__, engine.GateFailure):
+                raise  # the op raised (BaseException, sys.exit() ...): bad input, exit 2
             rec = {"node": i, "label": graph.source(i, 40), "op": node.op.name,
                    "max_rel_err": math.inf, "max_abs_err": math.inf, "inputs": [],
                    "status": "fail", "problems": [str(e)]}
@@ -128,6 +130,8 @@ def _state_problems(graph, node, xs, rng, other=None):
                                 "it was given changed): it must return new arrays, not "
                                 "change dz in place")
             second = _backward_raw(op, inst, kept.copy())
+            # a backward that refuses a second call (as PyTorch's does) is not wrong; one
+            # that answers differently is
             if first is not None and second is not None and not (
                     len(first) == len(second) and all(_same(p, q)
                                                       for p, q in zip(first, second))):
@@ -139,22 +143,24 @@ def _state_problems(graph, node, xs, rng, other=None):
             engine.gate_forward(graph, node, other, np.float64)
             _, y_again = engine.gate_forward(graph, node, xs, np.float64)
             inst2, _y = engine.gate_forward(graph, node, other, np.float64)
-            y_reused = np.asarray(inst2.forward(*[engine.read_only(x) for x in xs]))
+            try:
+                y_reused = engine.call_gate(inst2.forward, *[engine.private(x) for x in xs])
+            except engine.GateFailure as f:
+                raise engine._gate_error(graph, node, "forward", f.error) from None
+            y_reused = engine.real_array(graph, node, "forward", y_reused, np.float64)
             if not _same(y, y_again) or not _same(y, y_reused):
                 problems.append("its forward gives another output for the same input after "
                                 "an earlier call (it depends on state from a previous call)")
         except GradcliError:
             pass  # a failure of the op itself is reported by the check that runs it
-        except (Exception, SystemExit):
-            pass
     return problems
 
 
 def _backward_raw(op, inst, u):
     """The op's backward results as float arrays (None if it fails: reported elsewhere)."""
     try:
-        got = inst.backward(u)
-    except (Exception, SystemExit):
+        got = engine.call_gate(inst.backward, u)
+    except engine.GateFailure:
         return None
     if op.arity == 1 and not isinstance(got, (list, tuple)):
         got = [got]
@@ -170,8 +176,12 @@ def _forward_fn(graph, node):
     op = node.op
     if op.gate is None:
         return lambda *xs: op.forward(*xs, *node.params)
-    return lambda *xs: np.asarray(op.gate().forward(*[engine.read_only(x) for x in xs]),
-                                  dtype=np.float64)
+    from .plan import gate_forward
+
+    # protected (prints to stderr, anything raised an error naming the op) and on private
+    # copies: a gate writing into the input being stepped cannot skew the differences
+    return lambda *xs: gate_forward(graph, node, [np.asarray(x, dtype=np.float64)
+                                                  for x in xs])
 
 
 def local_check(graph, node, xs, which, rng, atol, rtol, eps):

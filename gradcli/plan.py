@@ -12,23 +12,42 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import read_only
+from . import engine
 
-__all__ = ["Plan"]
+__all__ = ["Plan", "gate_forward"]
 
 
-def _gate_runner(op, complex_step):
-    cls = op.gate
-
-    def run(*xs):
-        out = np.asarray(cls().forward(*[read_only(x) for x in xs]))
-        if complex_step and not np.iscomplexobj(out) and any(np.iscomplexobj(x) for x in xs):
+def gate_forward(graph, node, xs, *, complex_step=False):
+    """A custom op's forward as a check runs it: a fresh instance, through the engine's
+    protected call (what it prints goes to stderr; whatever it raises, ``BaseException`` and
+    ``sys.exit()`` included, is an :class:`~gradcli.errors.EvalError` naming the op), on
+    private copies of its inputs, its result a fresh array.  So a gate that writes into its
+    arrays (``flags.writeable = True``) changes only its own copies, never the reference
+    values or the perturbed input the check is stepping.
+    """
+    op = node.op
+    try:
+        inst = engine.call_gate(op.gate)
+        out = engine.call_gate(inst.forward, *[engine.private(x) for x in xs])
+    except engine.GateFailure as f:
+        raise engine._gate_error(graph, node, "forward", f.error) from None
+    if complex_step and any(np.iscomplexobj(x) for x in xs):
+        if not np.iscomplexobj(out):
             from .errors import EvalError
 
             raise EvalError(f"op {op.name}: its forward drops the imaginary part of complex "
                             f"inputs, so the complex step cannot pass through it; use "
                             f"--method central")
-        return out
+        return np.array(out, dtype=np.complex128, copy=True)
+    dtype = np.result_type(*[np.asarray(x).dtype for x in xs]) if xs else np.float64
+    if dtype.kind != "f":
+        dtype = np.float64
+    return engine.real_array(graph, node, "forward", out, dtype)
+
+
+def _gate_runner(graph, node, complex_step):
+    def run(*xs):
+        return gate_forward(graph, node, xs, complex_step=complex_step)
     return run
 
 
@@ -66,7 +85,7 @@ class Plan:
                 else:
                     ns[f"c{j}"] = values[j]
                     args.append(f"c{j}")
-            fn = self._function(node, affected, values, batched, complex_step)
+            fn = self._function(node, affected, values, batched, complex_step, graph=graph)
             if fn is None:
                 self.ok = False
                 return
@@ -98,10 +117,10 @@ class Plan:
         self._run = ns["run"]
 
     @staticmethod
-    def _function(node, affected, values, batched, complex_step):
+    def _function(node, affected, values, batched, complex_step, *, graph):
         op = node.op
         if op.gate is not None:
-            return None if batched else _gate_runner(op, complex_step)
+            return None if batched else _gate_runner(graph, node, complex_step)
         fwd = op.cforward if complex_step else op.forward
         if not batched:
             return fwd

@@ -19,10 +19,12 @@ Optional class attributes say how ``gradcli check --ops FILE`` samples inputs:
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import operator
 import os
+import sys
 import types
 
 from . import ops as oplib
@@ -96,12 +98,12 @@ def load_ops_file(path):
     module = types.ModuleType(f"gradcli_ops_{abs(hash(os.path.abspath(path)))}")
     module.__file__ = path
     try:
-        exec(code, module.__dict__)
-    except (Exception, SystemExit) as e:
-        raise OpsFileError(f"ops file {where}: loading it raised {_exc_text(e, path)}") from None
-    except BaseException as e:
-        if isinstance(e, KeyboardInterrupt):
-            raise
+        # what the file prints goes to stderr: stdout may be carrying JSON or CSV
+        with contextlib.redirect_stdout(sys.stderr):
+            exec(code, module.__dict__)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: B036 - foreign code: sys.exit() included, nothing escapes
         raise OpsFileError(f"ops file {where}: loading it raised {_exc_text(e, path)}") from None
     classes = [v for v in list(module.__dict__.values())
                if isinstance(v, type) and v.__module__ == module.__name__]

@@ -278,7 +278,7 @@ def pattern(ref, source, target, rng):
             continue
         out_shape = np.shape(values[i])
         n_out = int(np.prod(out_shape)) if out_shape else 1
-        fn = Plan._function(node, set(pats), values, False, False)
+        fn = Plan._function(node, set(pats), values, False, False, graph=graph)
         xs = [values[j] for j in node.inputs]
         rows, cols = [], []
         same = False

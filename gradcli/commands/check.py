@@ -45,11 +45,17 @@ from ..cliutil import (emit, library_for, load_program, note, output_options, pr
               help="Perturb one element per evaluation, not groups of elements whose "
                    "effects stay apart (same verdict, slower).")
 @click.option("--all", "show_all", is_flag=True, help="List every element in the table.")
+@click.option("--html", "html_file", metavar="FILE",
+              help="Also write the check as a step-through page (as gradcli show): failing "
+                   "nodes red with the blame, kinks orange with their one-sided slopes.")
+@click.option("--render", "render_file", metavar="FILE",
+              help="Also draw the checked graph with Graphviz (failing nodes red, kinks "
+                   "orange) into FILE: .svg, .png or .pdf (or .dot / .mmd for the text).")
 @output_options("check")
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, method,
             eps, atol, rtol, jacobian, fast, projections, seed, strict, sweep, taylor, local,
-            one_at_a_time, show_all, fmt):
+            one_at_a_time, show_all, html_file, render_file, fmt):
     """Compare the reverse-mode gradient with finite differences, element by element.
 
     Exit 0 when every element agrees (kinks, where an op is not differentiable, only note
@@ -60,6 +66,8 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
     from .. import gradcheck, localcheck
     from ..parse import parse
 
+    if render_file is not None:
+        _picture_format(render_file)  # a bad name is refused before the check runs
     library = library_for(ops_files)
     if not args and program_file is None:
         if not ops_files:
@@ -69,7 +77,8 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
             ("--fast", fast), ("--strict", strict), ("--eps-sweep", sweep),
             ("--values", values_file), ("--output", output), ("--dtype", dtype != "float64"),
             ("--taylor", taylor), ("--local", local), ("--one-at-a-time", one_at_a_time),
-            ("--all", show_all)) if on]
+            ("--all", show_all), ("--html", html_file is not None),
+            ("--render", render_file is not None)) if on]
         if given:
             raise click.UsageError(f"{', '.join(given)}: for checking an EXPR; the self-check "
                                    f"of --ops FILE takes --seed, --eps, --atol and --rtol")
@@ -85,8 +94,42 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
                                  taylor=taylor, local=local, grouped=not one_at_a_time)
         warn(report.warnings)
         kind = "check"
+        if render_file is not None:
+            _write_picture(render_file, report)
+        if html_file is not None:
+            from .. import graphviz
+            from ..render.html import check_page
+
+            graphviz.write_atomic(html_file, check_page(report, bindings, wrt=wrt_names(wrt),
+                                                        output=output))
     if report.kinked and not report.failed and not strict:
         note("note: some elements are at kinks (points where an op is not differentiable); "
              "they do not fail the check (--strict makes them)")
     emit(fmt, kind, report, show_all=show_all)
     sys.exit(0 if report.ok else 1)
+
+
+def _picture_format(path):
+    """What ``--render FILE`` makes, from the extension: svg/png/pdf, dot or mermaid."""
+    from .. import graphviz
+
+    fmt = graphviz.format_for(path)
+    if fmt is None:
+        raise click.UsageError(f"--render {path}: give a file name ending in .svg, .png or "
+                               f".pdf (or .dot / .mmd for the picture's text)")
+    return fmt
+
+
+def _write_picture(path, report):
+    """The check's picture (as ``--format dot``), rendered by Graphviz as ``gradcli dot -o``
+    does, into ``path``."""
+    from .. import graphviz, render
+    from ..render import dot as picture
+
+    fmt = _picture_format(path)
+    notes = []
+    text = render.render("mermaid" if fmt == "mermaid" else "dot", "check", report,
+                         max_nodes=picture.MAX_NODES, notes=notes)
+    for n in notes:
+        note(n)
+    graphviz.write_atomic(path, graphviz.run(text, fmt) if fmt in graphviz.FORMATS else text)

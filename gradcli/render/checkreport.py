@@ -84,22 +84,46 @@ def _kink_json(report, k):
             "analytic_inside": bool(k["inside"])}
 
 
+def _plain(obj):
+    """``obj`` as JSON values: every float through :func:`~gradcli.values.to_json` (nan and
+    inf as the strings SPEC gives), NumPy scalars and arrays as numbers and lists.  The one
+    place the report's small parts (settings, blame, local checks, sweeps, projections,
+    Taylor records) become JSON; the per-element results go through ``to_json`` by columns."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating, np.ndarray)):
+        return to_json(obj)
+    return obj
+
+
 def as_json(report):
+    """The report as SPEC's JSON object (only JSON values: no nan or inf numbers)."""
+    d = _plain(_as_json(report))
+    d["results"] = rows(report) if getattr(report, "ops", None) is None else ops_rows(report)
+    return d
+
+
+def _as_json(report):
     d = {"ok": report.ok, "method": report.method, "eps": report.eps,
          "max_abs_err": to_json(report.max_abs_err), "max_rel_err": to_json(report.max_rel_err),
          "atol": report.atol, "rtol": report.rtol, "grade": report.grade,
          "dtype": report.dtype}
     if getattr(report, "ops", None) is not None:
-        d["results"] = ops_rows(report)
+        d["results"] = None  # filled by as_json, already JSON values
         d["ops"] = [{"name": o["name"], "file": o["file"], "status": o["status"],
                      "problems": list(o.get("problems", ())),
                      "inputs": [_input_summary(r) for r in o["inputs"]]} for o in report.ops]
         return d
-    d["results"] = rows(report)
+    d["results"] = None  # filled by as_json, already JSON values
     d["fast"] = bool(report.fast)
     if report.projections:
-        d["projections"] = [{k: (to_json(v) if isinstance(v, float) else v)
-                             for k, v in p.items() if k != "kink"}
+        d["projections"] = [{k: v for k, v in p.items() if k != "kink"}
                             | ({"kink": _kink_json(report, p["kink"])} if "kink" in p else {})
                             for p in report.projections]
     d["kinks"] = report.count("kink")
@@ -115,8 +139,7 @@ def as_json(report):
                        "inputs": [_input_summary(x) for x in r["inputs"]]}
                       for r in report.local]
     if getattr(report, "taylor", None) is not None:
-        d["taylor"] = [{k: (to_json(v) if not isinstance(v, (str, bool, list)) else v)
-                        for k, v in t.items()} for t in report.taylor]
+        d["taylor"] = [dict(t) for t in report.taylor]
     return d
 
 

@@ -302,7 +302,8 @@ class Report:
         self.ops = None           # check --ops FILE: one record per custom op
         self.local = []           # per-node checks with a random upstream (custom ops, --local)
         self.taylor = None        # --taylor: one record per input
-        self.second = None        # --order 2: records from gradcheck.SECOND_ORDER
+        self.second = None        # --order 2: one record per gradient program
+        self.order = 1
         self.strict = False
         self.__dict__.update(kw)
 
@@ -314,7 +315,6 @@ class Report:
              + sum(p["status"] == status for p in self.projections))
         if self.taylor is not None:
             n += sum(t["status"] == status for t in self.taylor)
-        n += sum(r.get("status") == status for r in (self.second or ()))
         return n
 
     @property

@@ -43,11 +43,10 @@ _ROUNDING = ROUNDING
 
 # ---------------------------------------------------------------- the check
 
-#: The extension point for ``check --order 2`` (second derivatives, issue 16): the module that
-#: implements it sets this to a function ``(graph, bindings, ref, targets, rng, output=...,
-#: dtype=..., eps=..., atol=..., rtol=...) -> list of records`` (each with a ``"status"`` of
-#: "ok", "fail" or "kink"); :func:`check` with ``order=2`` calls it instead of the
-#: first-order check and keeps the records in ``report.second`` (they count in the verdict).
+#: ``check --order 2`` (second derivatives, issue 16): a function ``(report, graph, bindings,
+#: ref, targets, **options)`` that fills ``report.inputs`` with the Hessian's blocks (and
+#: ``report.blame``, ``report.local``, ``report.second``); :func:`check` with ``order=2``
+#: calls it instead of the first-order check.  :func:`second_order` by default.
 SECOND_ORDER = None
 
 
@@ -70,6 +69,13 @@ def check(graph, bindings, *, wrt=None, output=None, method="central", eps=None,
                                  ("--jacobian", jacobian)) if on]
         raise BindingError(f"--taylor is a check of its own; it does not go with "
                            f"{', '.join(given)}")
+    if order not in (1, 2):
+        raise BindingError(f"--order {order}: choose 1 or 2")
+    if order == 2 and (fast or sweep or jacobian or taylor):
+        given = [f for f, on in (("--fast", fast), ("--eps-sweep", sweep),
+                                 ("--jacobian", jacobian), ("--taylor", taylor)) if on]
+        raise BindingError(f"--order 2 checks every second derivative by differences of the "
+                           f"gradient; it does not go with {', '.join(given)}")
     rng = np.random.default_rng(seed)
 
     ref = engine.evaluate(graph, bindings, output=output, dtype="float64")
@@ -81,15 +87,13 @@ def check(graph, bindings, *, wrt=None, output=None, method="central", eps=None,
                         strict=strict, jacobian=jacobian, fast=fast, seed=seed,
                         output_name=ref.output_name, graph=graph,
                         warnings=list(ref.warnings), grouped_evals=0, adaptive=adaptive)
-        if order not in (1, 2):
-            raise BindingError(f"--order {order}: choose 1 or 2")
         if order == 2:
-            if SECOND_ORDER is None:
-                raise BindingError("--order 2 (second derivatives) is not available in this "
-                                   "version of gradcli")
-            report.second = SECOND_ORDER(graph, bindings, ref, targets, rng, output=output,
-                                         dtype=dtype, eps=eps, atol=atol, rtol=rtol)
-        elif taylor:
+            (SECOND_ORDER or second_order)(
+                report, graph, bindings, ref, targets, output=output, method=method,
+                eps=None if adaptive else eps, atol=atol, rtol=rtol, dtype=dtype, seed=seed,
+                local=local, grouped=grouped)
+            return report
+        if taylor:
             from .taylor import taylor_test
 
             report.taylor = taylor_test(graph, bindings, ref, targets, rng, output, dtype)
@@ -111,6 +115,86 @@ def check(graph, bindings, *, wrt=None, output=None, method="central", eps=None,
         if report.failed:
             report.blame = blame(graph, ref, targets, rng, atol, rtol, done=report.local)
     return report
+
+
+def second_order(report, graph, bindings, ref, targets, *, output, method, eps, atol, rtol,
+                 dtype, seed, local, grouped):
+    """``check --order 2``: every second derivative, as PyTorch's ``gradgradcheck`` does.
+
+    The gradient d f / d x of each input x is traced into a program of the same ops
+    (:func:`gradcli.symbolic.gradient_graph`); that program's own check, with the whole
+    Jacobian (``--jacobian``), compares its reverse pass (the second reverse pass: the
+    Hessian's rows) with finite differences of the gradient.  So each Hessian block
+    d/dy (d f / d x) gets the table, grades, kinks and blame of a first-order check, the
+    blame naming the node of the gradient program whose backward is wrong.
+    """
+    from . import symbolic
+
+    names = [n for n, i in targets.items() if i is not None]
+    others = [n for n in targets if n not in graph.variables]
+    if others:
+        raise BindingError(f"--order 2 checks second derivatives with respect to input "
+                           f"variables; {', '.join(others)} is a value the program computes")
+    report.order = 2
+    report.second = []
+    custom = sorted({graph.nodes[i].op.name for i in ref.order
+                     if graph.nodes[i].op.gate is not None})
+    if custom:
+        raise BindingError(f"--order 2: {', '.join(custom)} "
+                           f"{'is a custom op' if len(custom) == 1 else 'are custom ops'}: a "
+                           f"backward in Python cannot be traced into a gradient program to "
+                           f"differentiate again (check without --order 2 checks its first "
+                           f"derivatives)")
+    try:
+        grads = symbolic.gradient_graph(graph, names, bindings, output=output,
+                                        dtype="float64")
+    except symbolic.NotTraceable as e:
+        raise BindingError(f"--order 2: {e}") from None
+    out = ref.output_name
+    for x in names:
+        g = grads[x]
+        sub_ref = engine.evaluate(g, bindings, dtype="float64")
+        row = f"d{out}/d{x}"
+        rec = {"of": x, "gradient": row, "program": g.text}
+        sub_targets = engine.resolve_targets(sub_ref, names)
+        if not any(i is not None for i in sub_targets.values()):
+            # the gradient is a constant: every second derivative is exactly 0, and so is
+            # every difference of it
+            rec["constant"] = True
+            for y in names:
+                shape = np.shape(ref.values[targets[y]])
+                zero = np.zeros(np.shape(sub_ref.values[sub_ref.output]) + shape)
+                ic = InputCheck(y, shape, zero, zero, atol, rtol,
+                                out_shape=np.shape(sub_ref.values[sub_ref.output]))
+                _second_names(ic, x, row)
+                report.inputs.append(ic)
+            report.second.append(rec)
+            continue
+        sub = check(g, bindings, wrt=names, method=method, eps=eps, atol=atol, rtol=rtol,
+                    jacobian=True, seed=seed, dtype=dtype, local=local, grouped=grouped)
+        for ic in sub.inputs:
+            if ic.out_shape is None:  # a scalar x: its gradient is a scalar, one row
+                ic.out_shape = ()
+            _second_names(ic, x, row)
+            ic.graph = g
+            report.inputs.append(ic)
+        report.grouped_evals += sub.grouped_evals
+        for b in sub.blame:
+            report.blame.append(dict(b, label=f"{b['label']} (in {row})", of=x))
+        for r in sub.local:
+            report.local.append(dict(r, label=f"{r['label']} (in {row})", of=x))
+        # what the gradient program's own evaluation found (a node giving nan); not that
+        # it leaves out an input, which a gradient often does
+        report.warnings += [w for w in sub.warnings if w.startswith("node ")
+                            and w not in report.warnings]
+        report.second.append(rec)
+
+
+def _second_names(ic, x, row):
+    """An input check of the gradient program as a block of the Hessian: rows by the
+    element of d f / d x (``row``), columns by the element of the input."""
+    ic.of = x
+    ic.row_name = row
 
 
 def _checkable(graph, ref, targets):

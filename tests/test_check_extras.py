@@ -458,3 +458,129 @@ def test_the_api_passes_the_options_on():
     taylor = gradcli.check(prog, b, taylor=True)
     assert taylor.ok and {t["wrt"] for t in taylor.taylor} == {"W", "x"}
     assert all(abs(t["rate"] - 2) < 0.2 for t in taylor.taylor)
+
+
+# ---------------------------------------------------------------- check --order 2
+
+def _hessian_of(report, names, shapes):
+    """The Hessian assembled from the report's blocks: (analytic, numeric), rows by the
+    gradient's element (``of``), columns by the input's (``wrt``), names in order."""
+    sizes = {n: int(np.prod(shapes[n])) for n in names}
+    off = dict(zip(names, np.cumsum([0] + [sizes[n] for n in names])))
+    n = sum(sizes.values())
+    a, m = np.full((n, n), np.nan), np.full((n, n), np.nan)
+    for ic in report.inputs:
+        r0, c0 = off[ic.of], off[ic.name]
+        a[r0:r0 + sizes[ic.of], c0:c0 + sizes[ic.name]] = np.reshape(
+            ic.analytic, (sizes[ic.of], sizes[ic.name]))
+        m[r0:r0 + sizes[ic.of], c0:c0 + sizes[ic.name]] = np.reshape(
+            ic.numeric, (sizes[ic.of], sizes[ic.name]))
+    return a, m
+
+
+@pytest.mark.parametrize("prog, point, want", [
+    ("x**2*y", {"x": 1.5, "y": -0.5}, [[2 * -0.5, 2 * 1.5], [2 * 1.5, 0.0]]),
+    ("(1 - x)**2 + 100*(y - x**2)**2", {"x": 1.0, "y": 1.0}, [[802, -400], [-400, 200]]),
+])
+def test_order_2_against_hand_derived_hessians(prog, point, want):
+    r = gradcli.check(prog, point, order=2)
+    assert r.ok and r.order == 2
+    a, m = _hessian_of(r, ["x", "y"], {"x": (), "y": ()})
+    np.testing.assert_allclose(a, want, rtol=1e-12, atol=1e-12)  # the second reverse pass
+    np.testing.assert_allclose(m, want, rtol=1e-6, atol=1e-6)    # differences of grad
+
+
+def test_order_2_of_a_layer_matches_the_hessian_and_differences_of_grad():
+    W = np.array([[1.0, 2.0, -0.5], [0.5, -1.0, 0.3]])
+    x = np.array([0.3, -0.8, 0.1])
+    prog = "sum(tanh(W @ x)) * x[0]"
+    r = gradcli.check(prog, W=W, x=x, order=2)
+    assert r.ok, r.inputs
+    a, m = _hessian_of(r, ["W", "x"], {"W": W.shape, "x": x.shape})
+    H = gradcli.hessian(prog, W=W, x=x).matrix  # the differentiator's own Hessian
+    np.testing.assert_allclose(a, H, rtol=1e-10, atol=1e-12)
+
+    def grad_at(Wv, xv):  # finite differences of gradcli.grad, by hand, column by column
+        g = gradcli.grad(prog, W=Wv, x=xv).gradients
+        return np.concatenate([g["W"].ravel(), g["x"]])
+    flat = np.concatenate([W.ravel(), x])
+    h = 1e-5
+    cols = []
+    for k in range(flat.size):
+        e = np.zeros_like(flat)
+        e[k] = h
+        p, q = flat + e, flat - e
+        cols.append((grad_at(p[:6].reshape(2, 3), p[6:]) - grad_at(q[:6].reshape(2, 3),
+                                                                   q[6:])) / (2 * h))
+    np.testing.assert_allclose(m, np.array(cols).T, rtol=1e-6, atol=1e-8)
+
+
+@pytest.fixture
+def wrong_step(monkeypatch):
+    """``step`` (relu's derivative) with a wrong backward: slope 1 where it is 0.  Only a
+    second-order check runs it: ``step`` appears in relu's gradient, not in the program."""
+    from gradcli import ops as oplib
+
+    op = oplib.CALLABLE[("step", 1)]
+    monkeypatch.setattr(op, "partials", (lambda y, x: np.ones_like(x),))
+    return op
+
+
+def test_order_2_finds_a_wrong_rule_first_order_cannot_see_and_blames_it(wrong_step):
+    args = ["sum(relu(x) * x)", "x=[0.7,-1.3]"]
+    first = cli("check", *args)
+    assert first.code == 0, first.out
+    r = cli("check", "--order", "2", *args)
+    assert r.code == 1 and r.exception is None, (r.code, r.out, r.err)
+    assert "d/dx of df/dx: shape (2,), 4 second derivatives: 2 ok, 2 failed" in r.out
+    assert "blame: node 2 step(x) (in df/dx): backward disagrees with finite differences" \
+        in r.out
+    assert "FAIL: 2 of 4 second derivatives disagree" in r.out
+    doc = strict_json(cli("check", "--order", "2", "--format", "json", *args).out)
+    assert doc["order"] == 2 and doc["ok"] is False
+    bad_rows = [d for d in doc["results"] if d["status"] == "fail"]
+    # d/dx_j of (relu(x_i) + x_i step(x_i)): the wrong slope of step adds x_i on the diagonal
+    assert [(d["of"], d["output_index"], d["index"]) for d in bad_rows] == [
+        ("x", [0], [0]), ("x", [1], [1])]
+    assert [d["analytic"] - d["numeric"] for d in bad_rows] == pytest.approx([0.7, -1.3])
+    assert [b["op"] for b in doc["blame"]] == ["step"]
+
+
+def test_order_2_in_every_output_format_and_a_real_process(gradcli_exe):
+    import csv
+    import io
+
+    p = run(gradcli_exe, "check", "--order", "2", "--format", "csv", "x**2*y", "x=1.5",
+            "y=-0.5")
+    assert p.returncode == 0, p.stderr
+    rows = list(csv.DictReader(io.StringIO(p.stdout)))
+    assert list(rows[0]) == ["wrt", "of", "output_index", "index", "analytic", "numeric",
+                             "abs_err", "rel_err", "status"]
+    got = {(d["of"], d["wrt"]): float(d["analytic"]) for d in rows}
+    assert got == {("x", "x"): -1.0, ("x", "y"): 3.0, ("y", "x"): 3.0, ("y", "y"): 0.0}
+    p = run(gradcli_exe, "check", "--order", "2", "x**2*y", "x=1.5", "y=-0.5")
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert "checking the second derivatives of f = x**2*y" in p.stdout
+    assert "PASS: 4 of 4 second derivatives agree" in p.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--order", "2", "--fast", "x*y", "x=1", "y=2"], "--fast"),
+    (["--order", "2", "--taylor", "x*y", "x=1", "y=2"], "--taylor"),
+    (["--order", "2", "--wrt", "a", "a = x*y; sin(a)*a", "x=0.4", "y=1.5"],
+     "a is a value the program computes"),
+    (["--order", "2", "--ops", "GATES", "sum(SigmoidGate(x))", "x=[1,2]"],
+     "SigmoidGate is a custom op"),
+    (["--order", "3", "x*y", "x=1", "y=2"], "--order"),
+    (["--order", "2", "--html", "p.html", "x*y", "x=1", "y=2"], "--order 2"),
+    (["--order", "2", "--ops", "GATES"], "--order"),
+])
+def test_order_2_refuses_what_it_cannot_check(args, words, tmp_path):
+    import conftest
+
+    args = [conftest.GATES if a == "GATES" else str(tmp_path / a) if a == "p.html" else a
+            for a in args]
+    r = cli("check", *args)
+    assert r.code == 2 and r.exception is None, (r.code, r.out, r.err)
+    assert words in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "p.html").exists()

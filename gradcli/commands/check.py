@@ -44,6 +44,9 @@ from ..cliutil import (emit, library_for, load_program, note, output_options, pr
 @click.option("--one-at-a-time", "one_at_a_time", is_flag=True,
               help="Perturb one element per evaluation, not groups of elements whose "
                    "effects stay apart (same verdict, slower).")
+@click.option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="2: check the second derivatives (the Hessian, by the reverse pass through "
+                   "the traced gradient) against finite differences of the gradient.")
 @click.option("--all", "show_all", is_flag=True, help="List every element in the table.")
 @click.option("--html", "html_file", metavar="FILE",
               help="Also write the check as a step-through page (as gradcli show): failing "
@@ -55,7 +58,7 @@ from ..cliutil import (emit, library_for, load_program, note, output_options, pr
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, method,
             eps, atol, rtol, jacobian, fast, projections, seed, strict, sweep, taylor, local,
-            one_at_a_time, show_all, html_file, render_file, fmt):
+            one_at_a_time, order, show_all, html_file, render_file, fmt):
     """Compare the reverse-mode gradient with finite differences, element by element.
 
     Exit 0 when every element agrees (kinks, where an op is not differentiable, only note
@@ -68,6 +71,9 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
 
     if render_file is not None:
         _picture_format(render_file)  # a bad name is refused before the check runs
+    if order == 2 and (html_file is not None or render_file is not None):
+        raise click.UsageError("--html and --render draw the first-order check; --order 2 "
+                               "checks the gradient's own program")
     library = library_for(ops_files)
     if not args and program_file is None:
         if not ops_files:
@@ -77,7 +83,7 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
             ("--fast", fast), ("--strict", strict), ("--eps-sweep", sweep),
             ("--values", values_file), ("--output", output), ("--dtype", dtype != "float64"),
             ("--taylor", taylor), ("--local", local), ("--one-at-a-time", one_at_a_time),
-            ("--all", show_all), ("--html", html_file is not None),
+            ("--all", show_all), ("--order", order != 1), ("--html", html_file is not None),
             ("--render", render_file is not None)) if on]
         if given:
             raise click.UsageError(f"{', '.join(given)}: for checking an EXPR; the self-check "
@@ -91,7 +97,8 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
                                  method=method, eps=eps, atol=atol, rtol=rtol,
                                  jacobian=jacobian, fast=fast, projections=projections,
                                  seed=seed, dtype=dtype, strict=strict, sweep=sweep,
-                                 taylor=taylor, local=local, grouped=not one_at_a_time)
+                                 taylor=taylor, local=local, grouped=not one_at_a_time,
+                                 order=order)
         warn(report.warnings)
         kind = "check"
         if render_file is not None:

@@ -54,11 +54,14 @@ def rows(report):
                 if ic.out_shape else [[]]) if ic.out_shape is not None else [None]
         a, n, ae, re_ = cols
         name = ic.name
+        of = getattr(ic, "of", None)   # --order 2: the gradient d f / d of this block is of
         kinks = ic.kinks
         pos = 0
         for o in outs:
             for index in in_idx:
                 d = {"wrt": name, "index": list(index)}
+                if of is not None:
+                    d["of"] = of
                 if o is not None:
                     d["output_index"] = list(o)
                 d["analytic"] = a[pos]
@@ -70,14 +73,14 @@ def rows(report):
                 if est is not None:
                     d["error_estimate"] = est[pos]
                 if pos in kinks:
-                    d["kink"] = _kink_json(report, kinks[pos])
+                    d["kink"] = _kink_json(report, kinks[pos], getattr(ic, "graph", None))
                 out.append(d)
                 pos += 1
     return out
 
 
-def _kink_json(report, k):
-    g = report.graph
+def _kink_json(report, k, graph=None):
+    g = graph or report.graph
     return {"nodes": [{"id": m, "op": g.nodes[m].op.name, "label": g.source(m, 40)}
                       for m in k["nodes"]],
             "left_slope": to_json(k["left"]), "right_slope": to_json(k["right"]),
@@ -122,6 +125,9 @@ def _as_json(report):
         return d
     d["results"] = None  # filled by as_json, already JSON values
     d["fast"] = bool(report.fast)
+    if report.order == 2:
+        d["order"] = 2
+        d["second"] = [dict(r) for r in report.second or ()]
     if report.projections:
         d["projections"] = [{k: v for k, v in p.items() if k != "kink"}
                             | ({"kink": _kink_json(report, p["kink"])} if "kink" in p else {})
@@ -184,8 +190,10 @@ def as_csv(report, **options):
     else:
         data = rows(report)
         cols = ["wrt", "index", "analytic", "numeric", "abs_err", "rel_err", "status"]
-        if report.jacobian:
+        if report.jacobian or report.order == 2:
             cols.insert(1, "output_index")
+        if report.order == 2:
+            cols.insert(1, "of")
     w.writerow(cols)
     for d in data:
         w.writerow([",".join(map(str, d[c])) if isinstance(d.get(c), list) else d.get(c)
@@ -242,7 +250,12 @@ def table(report, show_all=False, **options):
         return _taylor_table(report, what, show_all)
     step = ("the input's largest element" if report.fast else "each element") + \
         "'s size when above 1"
-    out.append(Line(f"checking {what} against {_method_text(report)}: "
+    if report.order == 2:
+        what = (f"the second derivatives of {what} (the reverse pass through its gradient, "
+                f"traced as a program) against {_method_text(report)} of the gradient")
+    else:
+        what = f"{what} against {_method_text(report)}"
+    out.append(Line(f"checking {what}: "
                     f"eps {report.eps:.3g} (times {step}); it agrees when "
                     f"|analytic - numeric| <= {report.atol:g} + {report.rtol:g} * |numeric| "
                     f"(+ the rounding floor of the difference)"))
@@ -264,11 +277,14 @@ def table(report, show_all=False, **options):
         worst = float(np.max(np.nan_to_num(counted, nan=np.inf), initial=0)) \
             if counted.size else 0.0
         verdict = "fail" if (st == "fail").any() else "ok"
-        unit = "Jacobian entry" if ic.out_shape is not None else "element"
+        row_name = getattr(ic, "row_name", None)  # --order 2: rows by the gradient's element
+        unit = ("second derivative" if row_name else
+                "Jacobian entry" if ic.out_shape is not None else "element")
         shape = f"shape {ic.shape}" if ic.shape else "a scalar"
         graded = (f"max rel err {_e(worst)} ({status_grade(verdict, worst)})"
                   if counted.size else "nothing to grade")
-        out.append(Line(f"\n{ic.name}: {shape}, {_plural(st.size, unit)}: {summary}; "
+        title = f"d/d{ic.name} of {row_name}" if row_name else ic.name
+        out.append(Line(f"\n{title}: {shape}, {_plural(st.size, unit)}: {summary}; "
                         f"{graded}", style="bold"))
         cols = ["index", "analytic", "numeric", "abs err", "rel err", "grade", "status"]
         if ic.out_shape is not None:
@@ -285,7 +301,7 @@ def table(report, show_all=False, **options):
             row = [_idx(i, ic.name), fmt.num(a[p]), fmt.num(n[p]), _e(ae[p]), _e(re_[p]),
                    status_grade(st[p], re_[p])]
             if o is not None:
-                row.insert(0, _idx(o, report.output_name))
+                row.insert(0, _idx(o, row_name or report.output_name))
             if est is not None:
                 row.insert(-1, _e(est[p]))
             t.add_row(*row, _status(st[p]))
@@ -297,15 +313,16 @@ def table(report, show_all=False, **options):
             if p not in listed:
                 continue
             i, _o = ic.index_of(p)
-            out.append(Line("  " + _kink_text(report, _idx(i, ic.name), a[p], k)))
+            out.append(Line("  " + _kink_text(report, _idx(i, ic.name), a[p], k,
+                                              getattr(ic, "graph", None))))
     if report.sweep:
         out += _sweep_table(report)
     out += _verdict(report)
     return out
 
 
-def _kink_text(report, where, analytic, k):
-    g = report.graph
+def _kink_text(report, where, analytic, k, graph=None):
+    g = graph or report.graph
     nodes = ", ".join(f"node {m} {g.source(m, 30)}" for m in k["nodes"])
     kind = k.get("kind")
     if kind == "undefined":
@@ -467,7 +484,8 @@ def _verdict(report):
         text, word = _tally(report.projections and
                             [p["status"] for p in report.projections], "projection", report)
     else:
-        unit = "Jacobian entry" if report.jacobian else "element"
+        unit = ("second derivative" if report.order == 2 else
+                "Jacobian entry" if report.jacobian else "element")
         statuses = np.concatenate([ic.status.reshape(-1) for ic in report.inputs]) \
             if report.inputs else np.array([], dtype=object)
         text, word = _tally(statuses, unit, report)

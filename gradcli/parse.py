@@ -652,7 +652,11 @@ def _expected(names):
     if {"STAR", "SLASH", "AT", "POW"} <= names:  # after a complete operand
         names -= _OPERATORS
         words.append("an operator")
-    names.discard("STRING")  # a string is only an op's static argument: never suggest it
+    # a string and None are only an op's static arguments (None also a new axis in an
+    # index): never suggest them where any operand would do
+    names.discard("STRING")
+    if "NAME" in names:
+        names.discard("NONE")
     words += [_DESCRIBE[n] for n in sorted(names & set(_DESCRIBE), key=_ORDER.index)]
     if len(words) > 1:
         return ", ".join(words[:-1]) + " or " + words[-1]

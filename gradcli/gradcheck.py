@@ -24,7 +24,7 @@ from . import engine
 from .errors import BindingError
 from .fdiff import (EPS64, METHODS, ROUNDING, InputCheck, Report, default_eps,
                     default_tolerances, errors, grade, grades, ladder, max_of, passes, settings,
-                    steps)
+                    status_grade, steps)
 from .plan import Plan
 
 __all__ = ["check", "METHODS", "default_eps", "default_tolerances", "grade", "grades",
@@ -866,3 +866,121 @@ def _directional(plan, x0, v, h, method, u, ref):
         d2 = (f(x0 + h / 2 * v) - f(x0 - h / 2 * v)) / h
         d4 = (f(x0 + h / 4 * v) - f(x0 - h / 4 * v)) / (h / 2)
         return float((16 * (4 * d4 - d2) / 3 - (4 * d2 - d1) / 3) / 15)
+
+
+# ---------------------------------------------------------------- check --batch FILE
+
+#: Points of a batch that a failing screen sends to the full check (kinks, step ladder,
+#: blame); the others are reported as the screen found them.
+BATCH_EXAMINED = 50
+
+
+def check_points(graph, bindings, chunks, *, wrt=None, output=None, eps=None, atol=None,
+                 rtol=None, dtype="float64", seed=0, strict=False, local=False,
+                 source="the batch", warnings=None):
+    """``check --batch``: the check at every point of a batch; yields one record per point.
+
+    Each chunk is screened at once, vectorised over its points: the gradients by the batch
+    kernel's reverse pass (:class:`gradcli.batching.Kernel`), the central differences by its
+    forward pass on the chunk with one element of one input stepped at every point (two
+    passes per input element, never one per point), under the pass rule of a single check.
+    A point the screen fails, up to :data:`BATCH_EXAMINED` of them, is checked again in full
+    (:func:`check`: kinks, poles, the step ladder, blame), whose verdict stands.  A program
+    with custom ops is checked in full at every point: the per-node check with a random
+    upstream (no blind spot) needs each point on its own.  ``warnings``: a list that gets
+    what the batch kernel warns about (unused columns or bindings).
+    """
+    from .batching import Kernel
+
+    eps_given = eps
+    eps, atol, rtol = settings("central", dtype, eps, atol, rtol)
+    custom = any(graph.nodes[i].op.gate is not None for i in graph.ancestors(
+        engine.resolve_output(graph, output)[0]))
+    grad_k = value_k = None
+    examined = 0
+    point = 0
+    for chunk in chunks:
+        names = [n for n in chunk if n in graph.variables]
+        B = len(np.asarray(chunk[names[0]])) if names else 0
+        if custom or local:
+            for b in range(B):
+                yield _full_point(graph, bindings, chunk, names, b, point + b, wrt, output,
+                                  eps_given, atol, rtol, dtype, seed, strict, local)
+            point += B
+            continue
+        if grad_k is None:
+            grad_k = Kernel(graph, names, bindings, wrt=wrt, output=output, dtype=dtype,
+                            source=source)
+            if warnings is not None:
+                warnings.extend(w for w in grad_k.warnings if w not in warnings)
+            wrt_names = [n for n, i in grad_k.targets.items() if i is not None]
+            fixed = {n: v for n, v in bindings.items() if n not in wrt_names}
+            value_k = Kernel(graph, names + [n for n in wrt_names if n not in names], fixed,
+                             grad=False, output=output, dtype="float64", source=source)
+        res = grad_k(chunk)
+        cols = {n: np.asarray(chunk[n], dtype=np.float64) for n in names}
+        for n in wrt_names:
+            if n not in cols:
+                v = np.asarray(bindings[n], dtype=np.float64)
+                cols[n] = np.broadcast_to(v, (B,) + v.shape)
+        out = np.abs(np.asarray(value_k(cols).value, dtype=np.float64)).reshape(B, -1)
+        fscale = out.sum(axis=1)
+        worst_abs, worst_rel = np.zeros(B), np.zeros(B)
+        ok = np.ones(B, dtype=bool)
+        with np.errstate(all="ignore"):
+            for n in wrt_names:
+                x = np.array(cols[n], dtype=np.float64).reshape(B, -1)
+                a = np.asarray(res.gradients[n], dtype=np.float64).reshape(B, -1)
+                num = np.empty_like(x)
+                h = steps(x, eps)
+                for k in range(x.shape[1]):  # one element of the input, at every point
+                    xp, xm = x.copy(), x.copy()
+                    xp[:, k] += h[:, k]
+                    xm[:, k] -= h[:, k]
+                    shape = (B,) + np.shape(cols[n])[1:]
+                    fp = _point_sums(value_k, cols, n, xp.reshape(shape), B)
+                    fm = _point_sums(value_k, cols, n, xm.reshape(shape), B)
+                    num[:, k] = (fp - fm) / (xp[:, k] - xm[:, k])
+                err, rel = errors(a, num, atol)
+                noise = ROUNDING["central"] * EPS64 * fscale[:, None] / h
+                ok &= passes(err, num, atol, rtol, noise).all(axis=1)
+                worst_abs = np.maximum(worst_abs, np.nan_to_num(err, nan=np.inf).max(
+                    axis=1, initial=0))
+                worst_rel = np.maximum(worst_rel, np.nan_to_num(rel, nan=np.inf).max(
+                    axis=1, initial=0))
+        for b in range(B):
+            if not ok[b] and examined < BATCH_EXAMINED:
+                examined += 1
+                yield _full_point(graph, bindings, chunk, names, b, point + b, wrt, output,
+                                  eps_given, atol, rtol, dtype, seed, strict, local)
+                continue
+            status = "ok" if ok[b] else "fail"
+            yield {"point": point + b, "ok": bool(ok[b]), "status": status,
+                   "max_abs_err": float(worst_abs[b]), "max_rel_err": float(worst_rel[b]),
+                   "grade": status_grade(status, float(worst_rel[b])), "kinks": 0,
+                   "blame": [], "examined": False}
+        point += B
+
+
+def _point_sums(kernel, cols, name, x, B):
+    """The output summed at each point, with input ``name`` replaced by ``x``."""
+    trial = dict(cols)
+    trial[name] = x
+    return np.asarray(kernel(trial).value, dtype=np.float64).reshape(B, -1).sum(axis=1)
+
+
+def _full_point(graph, bindings, chunk, names, b, point, wrt, output, eps, atol, rtol, dtype,
+                seed, strict, local):
+    """One point of a batch checked as ``gradcli check`` checks it: its record."""
+    at = dict(bindings)
+    for n in names:
+        at[n] = np.asarray(chunk[n])[b]
+    r = check(graph, at, wrt=wrt, output=output, eps=eps, atol=atol, rtol=rtol, dtype=dtype,
+              seed=seed, strict=strict, local=local)
+    blame = [f"node {x['node']} {x['label']}" for x in r.blame]
+    blame += [f"node {x['node']} {x['label']}" for x in r.local
+              if x["status"] == "fail" and f"node {x['node']} {x['label']}" not in blame]
+    return {"point": point, "ok": r.ok, "status": "fail" if r.failed else
+            "kink" if r.kinked else "ok", "max_abs_err": r.max_abs_err,
+            "max_rel_err": r.max_rel_err, "grade": r.grade, "kinks": r.count("kink"),
+            "blame": blame, "examined": True}

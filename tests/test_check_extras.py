@@ -584,3 +584,91 @@ def test_order_2_refuses_what_it_cannot_check(args, words, tmp_path):
     assert r.code == 2 and r.exception is None, (r.code, r.out, r.err)
     assert words in r.err and "Traceback" not in r.err
     assert not (tmp_path / "p.html").exists()
+
+
+# ---------------------------------------------------------------- check --batch FILE
+
+def _batch_rows(text):
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_check_batch_checks_every_point_as_a_single_check_would(tmp_path):
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(-2, 2, 300), rng.uniform(-2, 2, 300)
+    x[7] = 0.0  # relu's kink at one point
+    f = tmp_path / "pts.npz"
+    np.savez(f, x=x, y=y)
+    prog = "relu(x)*y + tanh(x*y) * w"
+    r = cli("check", "--batch", f, prog, "w=[1.5,-0.5]")
+    assert r.code == 0 and r.exception is None, (r.code, r.out[-500:], r.err)
+    rows = _batch_rows(r.out)
+    assert [int(d["point"]) for d in rows] == list(range(300))
+    assert {d["status"] for i, d in enumerate(rows) if i != 7} == {"ok"}
+    at_kink = gradcli.check(prog, x=x[7], y=y[7], w=[1.5, -0.5])
+    assert rows[7]["status"] == "kink" and rows[7]["ok"] == "true"
+    assert int(rows[7]["kinks"]) == at_kink.count("kink") > 0
+    assert "PASS: 299 of 300 points agree, 1 at a kink" in r.err
+    # the screen's errors are those of a check of the point on its own, at this tolerance
+    for b in (0, 150, 299):
+        one = gradcli.check(prog, x=x[b], y=y[b], w=[1.5, -0.5])
+        assert one.ok
+        assert float(rows[b]["max_abs_err"]) <= one.atol + one.rtol * 10
+
+
+def test_check_batch_finds_a_wrong_rule_at_every_point_and_blames_it(monkeypatch, tmp_path):
+    from gradcli import gradcheck
+    from gradcli import ops as oplib
+
+    tanh = oplib.CALLABLE[("tanh", 1)]
+    monkeypatch.setattr(tanh, "partials", (lambda y, x: 1 - y,))  # should be 1 - y**2
+    monkeypatch.setattr(gradcheck, "BATCH_EXAMINED", 3)
+    rng = np.random.default_rng(1)
+    f = tmp_path / "pts.csv"
+    xs = rng.uniform(0.5, 2, 8)
+    f.write_text("x\n" + "\n".join(repr(float(v)) for v in xs) + "\n")
+    r = cli("check", "--batch", f, "--format", "json", "tanh(x) * 2")
+    assert r.code == 1 and r.exception is None, (r.code, r.out, r.err)
+    recs = [strict_json(line) for line in r.out.splitlines()]
+    assert [d["point"] for d in recs] == list(range(8))
+    assert all(d["status"] == "fail" and not d["ok"] for d in recs)
+    # the first three are checked in full and blamed; the others as the screen found them
+    assert [d["blame"] for d in recs[:3]] == [["node 1 tanh(x)"]] * 3
+    assert all(d["blame"] == [] for d in recs[3:])
+    want = np.abs(2 * ((1 - np.tanh(xs)) - (1 - np.tanh(xs) ** 2)))
+    np.testing.assert_allclose([d["max_abs_err"] for d in recs], want, rtol=1e-4)
+    assert "FAIL: 8 of 8 points disagree (3 of them checked in full" in r.err
+
+
+def test_check_batch_from_stdin_in_a_real_process_and_with_custom_ops(gradcli_exe):
+    import conftest
+
+    p = run(gradcli_exe, "check", "--batch", "-", "x*y + sin(x)", input="x,y\n1,2\n0.5,-1\n")
+    assert p.returncode == 0, p.stderr
+    rows = _batch_rows(p.stdout)
+    assert [d["status"] for d in rows] == ["ok", "ok"]
+    assert p.stderr.strip() == "PASS: 2 of 2 points agree"
+    # a gate that ignores its upstream gradient: every point checked in full, blamed
+    p = run(gradcli_exe, "check", "--batch", "-", "--ops", conftest.BUGGY,
+            "sum(SigmoidGate(x * y))", input="x,y\n0.5,1.5\n-1.2,0.7\n")
+    assert p.returncode == 1, p.stderr
+    rows = _batch_rows(p.stdout)
+    assert all(d["blame"] == "node 3 SigmoidGate(x * y)" for d in rows), rows
+    assert "FAIL: 2 of 2 points disagree" in p.stderr
+
+
+def test_check_batch_bad_input(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("x,y\n")
+    bad(cli("check", "--batch", empty, "x*y"), "no points to check")
+    one = tmp_path / "one.csv"
+    one.write_text("x\n1\n")
+    bad(cli("check", "--batch", one, "x*y"), "unbound variable: y")
+    for flag in (["--fast"], ["--taylor"], ["--order", "2"], ["--jacobian"],
+                 ["--method", "forward"]):
+        r = cli("check", "--batch", one, *flag, "x*y", "y=2")
+        assert r.code == 2 and flag[0] in r.err and r.out == "", (flag, r.err)
+    r = cli("check", "--batch", one, "--format", "table", "x*y", "y=2")
+    assert r.code == 2 and "--format" in r.err

@@ -47,6 +47,10 @@ from ..cliutil import (emit, library_for, load_program, note, output_options, pr
 @click.option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
               help="2: check the second derivatives (the Hessian, by the reverse pass through "
                    "the traced gradient) against finite differences of the gradient.")
+@click.option("--batch", "batch_file", metavar="FILE",
+              help="Check at every point of FILE ('-': stdin; CSV with a header, JSON Lines, "
+                   ".npy/.npz, as grad --batch): one row per point (csv, or json: JSON "
+                   "Lines), the verdict on stderr, exit 1 if any point disagrees.")
 @click.option("--all", "show_all", is_flag=True, help="List every element in the table.")
 @click.option("--html", "html_file", metavar="FILE",
               help="Also write the check as a step-through page (as gradcli show): failing "
@@ -58,7 +62,7 @@ from ..cliutil import (emit, library_for, load_program, note, output_options, pr
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, method,
             eps, atol, rtol, jacobian, fast, projections, seed, strict, sweep, taylor, local,
-            one_at_a_time, order, show_all, html_file, render_file, fmt):
+            one_at_a_time, order, batch_file, show_all, html_file, render_file, fmt):
     """Compare the reverse-mode gradient with finite differences, element by element.
 
     Exit 0 when every element agrees (kinks, where an op is not differentiable, only note
@@ -83,13 +87,21 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
             ("--fast", fast), ("--strict", strict), ("--eps-sweep", sweep),
             ("--values", values_file), ("--output", output), ("--dtype", dtype != "float64"),
             ("--taylor", taylor), ("--local", local), ("--one-at-a-time", one_at_a_time),
-            ("--all", show_all), ("--order", order != 1), ("--html", html_file is not None),
+            ("--all", show_all), ("--order", order != 1), ("--batch", batch_file is not None), ("--html", html_file is not None),
             ("--render", render_file is not None)) if on]
         if given:
             raise click.UsageError(f"{', '.join(given)}: for checking an EXPR; the self-check "
                                    f"of --ops FILE takes --seed, --eps, --atol and --rtol")
         report = localcheck.check_ops(library, seed=seed, eps=eps, atol=atol, rtol=rtol)
         kind = "opscheck"
+    elif batch_file is not None:
+        _check_batch(args, program_file, values_file, library, batch_file, wrt=wrt,
+                     output=output, dtype=dtype, method=method, eps=eps, atol=atol, rtol=rtol,
+                     seed=seed, strict=strict, local=local, fmt=fmt, others=(
+                         ("--jacobian", jacobian), ("--fast", fast), ("--eps-sweep", sweep),
+                         ("--taylor", taylor), ("--order", order != 1), ("--all", show_all),
+                         ("--html", html_file is not None),
+                         ("--render", render_file is not None)))
     else:
         text, bindings = load_program(args, program_file, values_file)
         report = gradcheck.check(parse(text, library), bindings, wrt=wrt_names(wrt),
@@ -140,3 +152,60 @@ def _write_picture(path, report):
     for n in notes:
         note(n)
     graphviz.write_atomic(path, graphviz.run(text, fmt) if fmt in graphviz.FORMATS else text)
+
+
+def _check_batch(args, program_file, values_file, library, batch_file, *, wrt, output, dtype,
+                 method, eps, atol, rtol, seed, strict, local, fmt, others):
+    """``check --batch FILE``: a row per point on stdout, the verdict on stderr."""
+    from .. import batching, gradcheck
+    from ..parse import parse
+    from ..render import checkreport
+
+    given = [flag for flag, on in others if on] + (["--method"] if method != "central"
+                                                   else [])
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: not with --batch (each point is checked "
+                               f"by central differences, element by element)")
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source("fmt") if ctx is not None else None
+    if fmt == "table" and source is not None and source.name == "DEFAULT":
+        fmt = "csv"  # a batch is for programs first, as grad --batch
+    fmt = {"csv": "csv", "json": "jsonl"}.get(fmt)
+    if fmt is None:
+        raise click.UsageError("with --batch, --format is csv (the default) or json (JSON "
+                               "Lines)")
+    text, bindings = load_program(args, program_file, values_file)
+    graph = parse(text, library)
+    where = batch_file if batch_file != "-" else "stdin"
+    points = batching.open_points(batch_file, set(graph.variables))
+    n = failed = kinked = examined = 0
+    said = []
+    try:
+        if getattr(points, "single", False) and not points.structured:
+            free = [v for v in graph.variables if v not in bindings]
+            if len(free) != 1:
+                raise click.UsageError(f"--batch {batch_file}: a .npy file holds one array, "
+                                       f"so the program needs exactly one variable not bound "
+                                       f"on the command line")
+            points.bind_single(free[0])
+        chunks = (columns for columns, _lines in points)
+        for rec in gradcheck.check_points(graph, bindings, chunks, wrt=wrt_names(wrt),
+                                          output=output, eps=eps, atol=atol, rtol=rtol,
+                                          dtype=dtype, seed=seed, strict=strict,
+                                          local=local, source=where, warnings=said):
+            if n == 0 and fmt == "csv":  # the header with the first row: an error before
+                click.echo(checkreport.batch_header())  # it leaves stdout empty
+            n += 1
+            failed += not rec["ok"]
+            kinked += rec["ok"] and rec["status"] == "kink"
+            examined += rec["examined"] and not rec["ok"]
+            click.echo(checkreport.batch_line(rec, fmt))
+    finally:
+        points.close()
+    warn(said)
+    if n == 0:
+        from ..errors import BindingError
+
+        raise BindingError(f"--batch {batch_file}: no points to check")
+    note(checkreport.batch_verdict(n, failed, kinked, examined))
+    sys.exit(1 if failed else 0)

@@ -566,3 +566,44 @@ def json_text(report, **options):
     import json
 
     return json.dumps(as_json(report), allow_nan=False)
+
+
+# ---------------------------------------------------------------- check --batch
+
+BATCH_COLUMNS = ["point", "ok", "status", "max_abs_err", "max_rel_err", "grade", "kinks",
+                 "blame"]
+
+
+def batch_line(rec, fmt):
+    """One point's record of ``check --batch`` as a CSV row or a JSON line (no newline)."""
+    import json
+
+    if fmt == "jsonl":
+        return json.dumps(_plain({k: rec[k] for k in BATCH_COLUMNS}), allow_nan=False)
+    buf = io.StringIO()
+    row = [rec["point"], "true" if rec["ok"] else "false", rec["status"],
+           _csv_num(rec["max_abs_err"]), _csv_num(rec["max_rel_err"]), rec["grade"],
+           rec["kinks"], "; ".join(rec["blame"])]
+    csv.writer(buf, lineterminator="").writerow(row)
+    return buf.getvalue()
+
+
+def _csv_num(x):
+    v = to_json(float(x))
+    return v if isinstance(v, str) else repr(v)
+
+
+def batch_header():
+    return ",".join(BATCH_COLUMNS)
+
+
+def batch_verdict(n, failed, kinked, examined):
+    """The verdict of ``check --batch`` (on stderr: stdout carries the rows)."""
+    if failed:
+        more = ""
+        if failed > examined:
+            more = (f" ({examined} of them checked in full; the others as the vectorised "
+                    f"screen found them)")
+        return f"FAIL: {failed} of {_plural(n, 'point')} disagree{more}"
+    at = f", {kinked} at {'a kink' if kinked == 1 else 'kinks'}" if kinked else ""
+    return f"PASS: {n - kinked} of {_plural(n, 'point')} agree{at}"

@@ -574,11 +574,13 @@ def _backward(ev, targets, seed, record):
         grads[out] = seed
     tr = Trace() if record else None
     states = ev.states
+    owned = None if record else set()
+    step = _backward_node
     i = None
     try:
         with np.errstate(all="ignore"):  # sqrt'(0) = inf and the like are conventions
             for i in reversed(order):
-                _backward_node(nodes[i], i, grads, values, need, states, graph, tr)
+                step(nodes[i], i, grads, values, need, states, graph, tr, owned)
     except GradcliError:
         raise
     except Exception as e:
@@ -609,18 +611,103 @@ def downstream(node, k, g, y, xs, gate=None):
     return d, p
 
 
-def _backward_node(node, i, grads, values, need, states, graph, tr):
-    """One step of the reverse pass: node i sends downstream = upstream x local."""
+def _backward_node(node, i, grads, values, need, states, graph, tr, owned=None):
+    """One step of the reverse pass: node i sends downstream = upstream x local.
+
+    Without a trace, ``owned`` holds the ids whose gradient is an array this pass made and
+    no one else holds: more gradient is added into it in place, and a fresh downstream
+    gradient takes the sum itself, so a value fanning out costs no new array.
+    """
     g = grads[i]
     if g is None or not node.inputs:
         return
     xs = [values[j] for j in node.inputs]
     y = values[i]
     gate = gate_backward(graph, node, states[i], g, xs) if node.op.gate is not None else None
+    # small arrays (a program of 125,000 scalars) take the short step: the bookkeeping would
+    # cost more than it saves; an elementwise op's inputs are no larger than its output
+    if owned is None or (g.__class__ is not np.ndarray or g.size < _LARGE) and (
+            node.op.partials is not None or not any(
+                getattr(x, "size", 1) >= _LARGE for x in xs)):
+        partials = node.op.partials if tr is None and gate is None else None
+        for k, j in enumerate(node.inputs):
+            if not need[j]:
+                continue
+            if partials is not None:  # downstream(), inlined: a call per edge is a cost here
+                p = partials[k]
+                d = (g if p == 1 else -g) if p.__class__ is int else g * p(y, *xs)
+                shape = xs[k].shape
+                if d.shape != shape:
+                    d = oplib.sum_to(d, shape)
+            else:
+                d, local = downstream(node, k, g, y, xs, gate)
+                if tr is not None:
+                    tr.record(i, k, j, local, d)
+            grads[j] = d if grads[j] is None else grads[j] + d
+        return
     for k, j in enumerate(node.inputs):
         if not need[j]:
             continue
-        d, local = downstream(node, k, g, y, xs, gate)
-        grads[j] = d if grads[j] is None else grads[j] + d
-        if tr is not None:
-            tr.record(i, k, j, local, d)
+        d = _fast_downstream(node, k, g, y, xs, gate)
+        fresh = _fresh(d, g, y, xs)
+        have = grads[j]
+        if have is None:
+            grads[j] = d
+            if fresh:
+                owned.add(j)
+        elif j in owned and isinstance(have, np.ndarray) and have.shape == np.shape(d) and \
+                np.result_type(have, d) == have.dtype:
+            np.add(have, d, out=have)
+        elif fresh and d.shape == np.shape(have) and np.result_type(have, d) == d.dtype:
+            grads[j] = np.add(d, have, out=d)
+            owned.add(j)
+        else:
+            grads[j] = have = have + d
+            if isinstance(have, np.ndarray):  # (0-d sums come back as NumPy scalars)
+                owned.add(j)
+
+
+#: Arrays of at least this many elements get the in-place reverse pass (smaller ones cost
+#: more in checks than they save in memory).
+_LARGE = 1 << 15
+
+
+def _fresh(d, g, y, xs):
+    """Whether ``d`` is a new array only this pass holds (not a view, a value or a gradient)."""
+    if not (isinstance(d, np.ndarray) and d.flags.owndata and d.flags.writeable) \
+            or d is g or d is y:
+        return False
+    return not any(d is x for x in xs)
+
+
+def _fast_downstream(node, k, g, y, xs, gate):
+    """:func:`downstream`'s gradient, with fewer full-size temporaries for elementwise ops:
+    a local gradient constant along the axes summed over is applied after the sum, and a
+    fresh local gradient takes the product in place."""
+    op = node.op
+    if gate is not None or op.partials is None:
+        return downstream(node, k, g, y, xs, gate)[0]
+    p = op.partials[k]
+    shape = xs[k].shape
+    if g.shape != shape and op.broadcast_vjps is not None and \
+            op.broadcast_vjps[k] is not None:
+        return op.broadcast_vjps[k](g, y, *xs)
+    if p.__class__ is int:
+        if g.shape != shape:
+            g = oplib.sum_to(g, shape)  # sum first, then negate the small result
+        return g if p == 1 else -g
+    p = p(y, *xs)
+    if g.shape == shape:
+        return _times(g, p, y, xs)
+    if np.shape(p) == shape:  # p does not vary along the summed axes
+        return _times(oplib.sum_to(g, shape), p, y, xs)
+    return oplib.sum_to(_times(g, p, y, xs), shape)
+
+
+def _times(g, p, y, xs):
+    """``g * p``, into ``p`` when it is a temporary of the result's shape and dtype."""
+    if isinstance(p, np.ndarray) and p.shape == np.shape(g) and p.flags.owndata and \
+            p.flags.writeable and p is not y and not any(p is x for x in xs) and \
+            np.result_type(g, p) == p.dtype:
+        return np.multiply(g, p, out=p)
+    return g * p

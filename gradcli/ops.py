@@ -129,18 +129,24 @@ class Op:
     ``partials`` (elementwise ops) holds one entry per input: a function ``(out, *inputs)``
     giving the local gradient d out / d input, or the number 1 or -1 when it is that constant.
     ``vjps`` (other ops) holds one function ``(g, out, *inputs, *params)`` per input giving the
-    downstream gradient for upstream ``g``.  Static arguments fixed when the program is parsed
+    downstream gradient for upstream ``g``.  ``broadcast_vjps`` (optional, elementwise ops)
+    holds per input None or a function ``(g, out, *inputs)`` giving ``sum_to(g * partial,
+    shape of the input)`` for an input that was broadcast, by a cheaper route (summing over
+    the broadcast axes before a full-size product): the engine's reverse pass uses it where
+    no table shows the local gradient; the partials stay the rule users see.  Static arguments fixed when the program is parsed
     (an axis, an index, a shape) are passed after the inputs: ``signature`` declares them and
     ``params`` is the tuple of their names.  ``arity`` is None for an op taking any number of
     inputs (``concat``, ``einsum``).
     """
 
-    __slots__ = ("name", "arity", "forward", "partials", "vjps", "formulas", "kinks",
+    __slots__ = ("name", "arity", "forward", "partials", "vjps", "broadcast_vjps", "formulas",
+                 "kinks",
                  "domain", "doc", "symbol", "argnames", "public", "params", "gate", "path",
                  "shapes", "sample_domain", "batch", "cforward", "kink_side", "signature",
                  "defaults", "lead", "torch", "aliases", "listed", "min_arity")
 
-    def __init__(self, name, forward, *, arity, partials=None, vjps=None, formulas=(),
+    def __init__(self, name, forward, *, arity, partials=None, vjps=None, broadcast_vjps=None,
+                 formulas=(),
                  kinks=None, domain=None, doc="", symbol=None, argnames=None, public=True,
                  params=(), batch=None, cforward=None, kink_side=None, torch=None, lead=0,
                  aliases=(), listed=True, min_arity=1):
@@ -149,6 +155,7 @@ class Op:
         self.arity = arity
         self.partials = partials
         self.vjps = vjps
+        self.broadcast_vjps = broadcast_vjps
         self.formulas = tuple(formulas)
         self.kinks = kinks
         self.domain = domain
@@ -541,6 +548,8 @@ mul = defop("mul", np.multiply, arity=2, symbol="*", batch=B_ELEMENTWISE,
             formulas=("b", "a"), doc="a * b", torch="a * b")
 div = defop("div", np.true_divide, arity=2, symbol="/", batch=B_ELEMENTWISE,
             partials=(lambda out, a, b: 1 / b, lambda out, a, b: -out / b),
+            # a broadcast b (layer norm's x / std): sum g * out first, then divide by -b
+            broadcast_vjps=(None, lambda g, out, a, b: sum_to(g * out, np.shape(b)) / -b),
             formulas=("1 / b", "-a / b^2"), domain="b != 0", doc="a / b", torch="a / b")
 neg = defop("neg", np.negative, arity=1, symbol="-", partials=(-1,), batch=B_ELEMENTWISE,
             formulas=("-1",), doc="-x", torch="-x")
@@ -1302,6 +1311,10 @@ def _matmul_da(g, out, a, b):
         return g @ transpose(b)
     if np.ndim(a) == 1 and np.ndim(b) == 1:
         return g * b
+    if np.ndim(a) == 2 and np.ndim(b) == 1:  # matrix @ vector
+        return outer(g, b)
+    if np.ndim(a) == 1 and np.ndim(b) == 2:  # vector @ matrix
+        return b @ g
     g2, a2, b2 = _as_matrices(g, a, b)
     return reshape(sum_to(g2 @ _swap(b2), np.shape(a2)), np.shape(a))
 
@@ -1311,6 +1324,10 @@ def _matmul_db(g, out, a, b):
         return transpose(a) @ g
     if np.ndim(a) == 1 and np.ndim(b) == 1:
         return g * a
+    if np.ndim(a) == 2 and np.ndim(b) == 1:  # matrix @ vector
+        return transpose(a) @ g
+    if np.ndim(a) == 1 and np.ndim(b) == 2:  # vector @ matrix
+        return outer(a, g)
     g2, a2, b2 = _as_matrices(g, a, b)
     return reshape(sum_to(_swap(a2) @ g2, np.shape(b2)), np.shape(b))
 

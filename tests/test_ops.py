@@ -1369,3 +1369,34 @@ def test_every_gradient_rule_is_a_program_of_library_ops(case, i, monkeypatch):
             r(_Box(g), _Box(y), *boxed, *node.params)
         np.testing.assert_allclose(np.broadcast_to(_unbox(got), np.shape(plain[k])), plain[k],
                                    rtol=1e-12, atol=1e-12, err_msg=f"{op.name} input {k}")
+
+
+@pytest.mark.parametrize("op", [op for op in oplib.BUILTINS if op.broadcast_vjps is not None],
+                         ids=lambda op: op.name)
+def test_every_broadcast_rule_is_sum_to_of_g_times_the_partial(op, monkeypatch):
+    """An op's cheaper rule for a broadcast input (the engine's reverse pass uses it) gives
+    the same numbers as the rule users see, sum_to(g * partial), and is a program of
+    library ops (the tracer can follow it)."""
+    rng = np.random.default_rng(3)
+    full, small = (4, 3), {0: (3,), 1: (4, 1)}
+    assert len(op.broadcast_vjps) == op.arity
+    for k, rule in enumerate(op.broadcast_vjps):
+        if rule is None:
+            continue
+        for shape in small.values():
+            shapes = [full] * op.arity
+            shapes[k] = shape
+            xs = [rng.uniform(0.5, 2.0, s) for s in shapes]
+            y = op.forward(*xs)
+            g = rng.normal(size=np.shape(y))
+            p = op.partials[k]
+            want = oplib.sum_to(g * (p if isinstance(p, int) else p(y, *xs)), shape)
+            got = rule(g, y, *xs)
+            assert np.shape(got) == shape
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+            _trace.ops = set()
+            monkeypatch.setattr(oplib, "tracer", _trace)
+            boxed = rule(_Box(g), _Box(y), *[_Box(x) for x in xs])
+            monkeypatch.setattr(oplib, "tracer", None)
+            np.testing.assert_allclose(_unbox(boxed), want, rtol=1e-12, atol=1e-12)
+            assert _trace.ops, "the rule called no library op"

@@ -672,3 +672,30 @@ def test_check_batch_bad_input(tmp_path):
         assert r.code == 2 and flag[0] in r.err and r.out == "", (flag, r.err)
     r = cli("check", "--batch", one, "--format", "table", "x*y", "y=2")
     assert r.code == 2 and "--format" in r.err
+
+
+def test_check_format_dot_and_mermaid_mark_the_failing_node(tmp_path):
+    """check --format dot|mermaid: the graph, the node whose backward failed filled red."""
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from gradcli.cli import main
+
+    from conftest import BUGGY, GATES
+
+    args = ["check", "--ops", BUGGY,
+            "sum(sigmoid(MatMulGate(W, x)))", "W=[[1,2],[3,4]]", "x=[[0.5,1],[-1,0]]"]
+    r = CliRunner().invoke(main, [*args[:1], "--format", "dot", *args[1:]])
+    assert r.exit_code == 1  # the check fails: a wrong backward
+    dot = r.stdout
+    red = [line for line in dot.splitlines() if "fillcolor" in line]
+    assert len(red) == 1 and "MatMulGate" in red[0]
+    p = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True)
+    assert p.returncode == 0 and "<svg" in p.stdout
+    m = CliRunner().invoke(main, [*args[:1], "--format", "mermaid", *args[1:]])
+    assert m.exit_code == 1 and m.stdout.startswith("flowchart LR")
+    bad = CliRunner().invoke(main, ["check", "--ops", GATES,
+                                    "--format", "dot"])
+    assert bad.exit_code == 2 and "--format dot" in bad.stderr

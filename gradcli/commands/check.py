@@ -58,7 +58,7 @@ from ..cliutil import (emit, library_for, load_program, note, output_options, pr
 @click.option("--render", "render_file", metavar="FILE",
               help="Also draw the checked graph with Graphviz (failing nodes red, kinks "
                    "orange) into FILE: .svg, .png or .pdf (or .dot / .mmd for the text).")
-@output_options("check")
+@output_options("check", pictures=True)
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, method,
             eps, atol, rtol, jacobian, fast, projections, seed, strict, sweep, taylor, local,
@@ -88,7 +88,8 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
             ("--values", values_file), ("--output", output), ("--dtype", dtype != "float64"),
             ("--taylor", taylor), ("--local", local), ("--one-at-a-time", one_at_a_time),
             ("--all", show_all), ("--order", order != 1), ("--batch", batch_file is not None), ("--html", html_file is not None),
-            ("--render", render_file is not None)) if on]
+            ("--render", render_file is not None),
+            (f"--format {fmt}", fmt not in ("table", "json", "csv"))) if on]
         if given:
             raise click.UsageError(f"{', '.join(given)}: for checking an EXPR; the self-check "
                                    f"of --ops FILE takes --seed, --eps, --atol and --rtol")

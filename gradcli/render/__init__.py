@@ -16,10 +16,10 @@ import importlib
 FORMATS = {
     "table": {"evaluation": "table:evaluation", "gradients": "table:gradients",
               "check": "checkreport:table", "opscheck": "checkreport:ops_table",
-              "ops": "opslist:table"},
+              "ops": "opslist:table", "descend": "training:table"},
     "json": {"evaluation": "jsonout:evaluation_text", "gradients": "jsonout:gradients_text",
              "check": "checkreport:json_text", "opscheck": "checkreport:json_text",
-             "ops": "opslist:json_text"},
+             "ops": "opslist:json_text", "descend": "training:json_text"},
     "csv": {"evaluation": "csvout:evaluation", "gradients": "csvout:gradients",
             "check": "checkreport:as_csv", "opscheck": "checkreport:as_csv",
             "ops": "opslist:csv_text"},

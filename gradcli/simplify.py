@@ -4,7 +4,7 @@
 either returns an equal, simpler expression (built from existing nodes) or ``None``.  Every
 rule keeps the value exactly (the same floating-point operations or fewer), so a simplified
 derivative still evaluates to what ``gradcli grad`` gives.  The one exception is stated in
-docs/readme/diff.md: ``0 * x`` is dropped as 0 even where ``x`` is inf or nan.
+README.md ("Derivatives as expressions"): ``0 * x`` is dropped as 0 even where ``x`` is inf or nan.
 
 The rules (applied where a node is made, so they cost one look at its inputs):
 

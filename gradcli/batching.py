@@ -133,7 +133,6 @@ class Kernel:
         self.wrt = list(self.targets)
         # batched[i]: node i differs from point to point; a target that would not (a fixed
         # binding, a value that depends on none of the columns) is made to, by broadcasting
-        in_order = set(order)
         batched = bytearray(len(nodes))
         for n in self.names:
             batched[variables[n]] = 1
@@ -170,21 +169,13 @@ class Kernel:
     # ------------------------------------------------------------ setup
 
     def _targets(self, wrt, order):
+        from .engine import wrt_node
+
         graph = self.graph
-        variables = graph.variables
         ran = set(order)
         targets = {}
         for name in wrt:
-            i = variables.get(name)
-            if i is None:
-                i = graph.names.get(name)
-            if i is None:
-                choices = name_list(variables) or "none"
-                named = name_list(n for n in graph.names if n not in variables)
-                raise BindingError(
-                    f"--wrt {clip(name, 40)}: the program has no variable or value named "
-                    f"{clip(name, 40)}{did_you_mean(name, list(graph.names))} (variables: "
-                    f"{choices}" + (f"; named values: {named})" if named else ")"))
+            i = wrt_node(graph, name)
             if i not in ran:
                 self.warnings.append(f"{self.output_name} does not depend on {name}: its "
                                      f"gradient is 0")
@@ -225,7 +216,7 @@ class Kernel:
 
     def __call__(self, points):
         """Run one chunk: ``points`` maps each of :attr:`names` to an array ``(B, ...)``."""
-        graph, nodes = self.graph, self.graph.nodes
+        graph = self.graph
         B = None
         values = list(self.values)
         variables = graph.variables
@@ -265,7 +256,6 @@ class Kernel:
         return BatchResult(self.output_name, value, gradients)
 
     def _forward(self, values, states, B):
-        from . import engine
 
         graph, nodes, batched = self.graph, self.graph.nodes, self.batched
         trouble = []
@@ -354,7 +344,6 @@ class Kernel:
     # ------------------------------------------------------------ reverse
 
     def _backward(self, values, states, B):
-        from . import engine
 
         graph, nodes, batched = self.graph, self.graph.nodes, self.batched
         order = self.order
@@ -420,7 +409,6 @@ class Kernel:
             return v.shape[1:] if name in self.names else np.shape(v)
         if name in self.graph.variables:
             return ()
-        from . import engine
 
         j = self.graph.names[name]
         if j < len(values) and values[j] is not None:
@@ -476,7 +464,6 @@ class Kernel:
         against the per-point VJPs at the chunk's first and last points; the first that
         agrees is used from then on.  None agreeing, the op runs point by point.
         """
-        op = node.op
         key = ("vjp", node.id)
         choice = self._fns.get(key, "unknown")
         if choice is None:

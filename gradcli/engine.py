@@ -510,6 +510,24 @@ def _shape_of(ev, name, i, bindings):
     return np.shape(evaluate(ev.graph, bindings, output=name, dtype=ev.dtype).value)
 
 
+def wrt_node(graph, name):
+    """The node ``--wrt NAME`` means: the input variable of that name, even when a statement
+    assigns the name again (``a = sin(a) * y + a``: graph.names holds the newest statement),
+    else the named value; an unknown name is a BindingError naming the choices."""
+    i = graph.variables.get(name)
+    if i is None:
+        i = graph.names.get(name)
+    if i is None:
+        variables = graph.variables
+        choices = name_list(variables) or "none"
+        named = name_list(n for n in graph.names if n not in variables)
+        raise BindingError(f"--wrt {clip(name, 40)}: the program has no variable or value "
+                           f"named {clip(name, 40)}{did_you_mean(name, list(graph.names))} "
+                           f"(variables: {choices}" + (f"; named values: {named})"
+                                                       if named else ")"))
+    return i
+
+
 def resolve_targets(ev, wrt):
     """Name -> node id of what to differentiate with respect to (None: not in the run)."""
     graph = ev.graph
@@ -519,18 +537,7 @@ def resolve_targets(ev, wrt):
         return {n: i for n, i in variables.items() if i in ran}
     targets = {}
     for name in wrt:
-        # a name bound as an input means the input variable, even when a statement
-        # assigns it again (a = sin(a) * y + a): graph.names holds the newest statement
-        i = variables.get(name)
-        if i is None:
-            i = graph.names.get(name)
-        if i is None:
-            choices = name_list(variables) or "none"
-            named = name_list(n for n in graph.names if n not in variables)
-            raise BindingError(f"--wrt {clip(name, 40)}: the program has no variable or value "
-                               f"named {clip(name, 40)}{did_you_mean(name, list(graph.names))} "
-                               f"(variables: {choices}" + (f"; named values: {named})"
-                                                           if named else ")"))
+        i = wrt_node(graph, name)
         if i not in ran:
             ev.warnings.append(f"{ev.output_name} does not depend on {name}: "
                                f"its gradient is 0")

@@ -682,6 +682,6 @@ def _syntax_error(text, tok, pos=None):
         if tok.type == "EQUAL" and re.search(r"(?<!\w)None\s*$", text[:tok.start]):
             return ParseError("cannot assign to None", text, text.rindex("None", 0, tok.start))
         if tok.type in _COMPARISONS and "PLUS" in expected:
-            return ParseError(f"comparisons do not chain: write (a < b) * (b < c) for "
-                              f"a < b < c", text, pos)
+            return ParseError("comparisons do not chain: write (a < b) * (b < c) for "
+                              "a < b < c", text, pos)
     return ParseError(f"{what}; expected {_expected(expected)}", text, pos)

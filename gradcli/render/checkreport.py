@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from ..fdiff import grade, status_grade
+from ..fdiff import status_grade
 from ..values import to_json
 from . import text as fmt
 from .layout import Line, Styled, Table

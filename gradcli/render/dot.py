@@ -153,7 +153,6 @@ def _statements(graph, order, output):
 def picture(src, *, collapse=False, max_nodes=MAX_NODES, fold_constants=True, marks=None):
     """The format-free picture of ``src`` (a :class:`_Source`)."""
     graph, order = src.graph, src.order
-    nodes = graph.nodes
     folded = _folded(graph, order, fold_constants)
     pic = Picture(graph.source(src.output, 60) or src.output_name)
     drawn = len(order) - len(folded)

@@ -117,7 +117,7 @@ class _Explainer:
         return out
 
     def rules(self):
-        graph, tr = self.graph, self.tr
+        tr = self.tr
         shown, total = [], 0
         for i in reversed(self.res.order):
             if i not in tr.down:
@@ -172,7 +172,6 @@ class _Explainer:
             return [f"  {lhs} = {_value(g)} (it is the output)"]
         parts = sorted(tr.into.get(v, []), key=lambda p: p[:2])
         symbols, numbers = [], []
-        scalar = True
         for c, k, d in parts:
             local = tr.local.get(c, {}).get(k)
             up = res.grads[c]
@@ -185,7 +184,6 @@ class _Explainer:
                 numbers.append(_value(local) if c == self.out and self.seed_one
                                else f"{_value(up)}·{_value(local)}")
             else:
-                scalar = False
                 numbers.append(_value(d))
         line = f"  {lhs} = {_sum(symbols)}"
         if numbers and not (len(numbers) == 1 and numbers[0] == _value(g)):

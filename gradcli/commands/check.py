@@ -5,11 +5,12 @@ import sys
 
 import click
 
-from ..cliutil import (emit, library_for, load_program, note, output_options, program_options,
-                       reports_errors, warn, wrt_names)
+from ..cliutil import (Command, configure_terminal, emit, library_for, load_program, note,
+                       output_options, program_options, reports_errors, terminal_options, warn,
+                       wrt_names)
 
 
-@click.command("check", short_help="Compare reverse mode with finite differences.")
+@click.command("check", cls=Command, short_help="Compare reverse mode with finite differences.")
 @program_options
 @click.option("--wrt", metavar="A,B", help="Check these inputs only (default: all).")
 @click.option("--method", type=click.Choice(["central", "forward", "complex", "richardson"]),
@@ -59,17 +60,28 @@ from ..cliutil import (emit, library_for, load_program, note, output_options, pr
               help="Also draw the checked graph with Graphviz (failing nodes red, kinks "
                    "orange) into FILE: .svg, .png or .pdf (or .dot / .mmd for the text).")
 @output_options("check", pictures=True)
+@terminal_options
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, method,
             eps, atol, rtol, jacobian, fast, projections, seed, strict, sweep, taylor, local,
-            one_at_a_time, order, batch_file, show_all, html_file, render_file, fmt):
+            one_at_a_time, order, batch_file, show_all, html_file, render_file, fmt, color,
+            width):
     """Compare the reverse-mode gradient with finite differences, element by element.
 
     Exit 0 when every element agrees (kinks, where an op is not differentiable, only note
     themselves unless --strict), 1 on a mismatch, 2 on bad input.  On a mismatch each op's
     own backward is checked to name the one that is wrong.  With --ops FILE and no EXPR it
     checks every custom op in FILE at random inputs.
+
+    \b
+    Examples:
+      gradcli check '(x+y)*max(y,z)' x=1 y=2 z=0.5
+      gradcli check --method complex 'sum(tanh(W @ x))' W=[[1,2],[3,4]] x=[1,2]
+      gradcli check --ops my_ops.py
+      gradcli check --ops my_ops.py --html page.html 'sum(MyGate(x))' x=[1,2,3]
+      gradcli check --taylor 'sum(sin(W @ x))' W=[[1,2],[3,4]] x=[1,2]
     """
+    configure_terminal(color, width)
     from .. import gradcheck, localcheck
     from ..parse import parse
 

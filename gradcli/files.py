@@ -153,3 +153,30 @@ def read_program(path):
         return read_text("-", "-f -", min(max_bytes(), MAX_PROGRAM_BYTES))
     return read_text(path, f"the program file {clip(path, 60)}",
                      min(max_bytes(), MAX_PROGRAM_BYTES))
+
+
+def write_atomic(path, write):
+    """Write ``path`` all at once: ``write(f)`` fills a temporary file beside it (opened in
+    binary), which then replaces ``path``.  On any failure, Ctrl-C included, the temporary
+    file goes and ``path`` is as it was: a reader sees the old file or the new one, never half
+    of one.  An OSError (a folder that does not exist, a full disk) propagates."""
+    import tempfile
+
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".gradcli-", suffix=os.path.splitext(path)[1] or ".tmp",
+                               dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # as open() would have made it, not mkstemp's 0600
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+

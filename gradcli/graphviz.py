@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 
 from .errors import GradcliError
 
@@ -67,25 +66,11 @@ def run(text, fmt, timeout=TIMEOUT):
 def write_atomic(path, data):
     """Write ``data`` (bytes or text) to ``path`` via a temporary file and a rename, so a
     failure never leaves a partial file behind (nor clobbers an old one)."""
+    from .files import write_atomic as write_file
+
     if isinstance(data, str):
         data = data.encode("utf-8")
-    folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".gradcli-", suffix=".tmp", dir=folder)
+        write_file(path, lambda f: f.write(data))
     except OSError as e:
         raise RenderError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # as open() would have made it, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise RenderError(f"cannot write {path}: {e.strerror or e}") from None
-        raise

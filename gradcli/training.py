@@ -1017,29 +1017,13 @@ def state_path(path):
 def _atomic(path, write, what="--save"):
     """Write ``path`` through a temporary file beside it, renamed over it at the end: a
     reader sees the old file or the new one, never half of one."""
-    import tempfile
+    from .files import write_atomic
 
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".gradcli-", suffix=os.path.splitext(path)[1],
-                                   dir=folder)
+        write_atomic(path, write)
     except OSError as e:
-        raise BindingError(f"{what} {clip(path, 60)}: cannot write there "
+        raise BindingError(f"{what} {clip(os.fspath(path), 60)}: cannot write it "
                            f"({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise BindingError(f"{what} {clip(path, 60)}: cannot write it "
-                               f"({e.strerror or e})") from None
-        raise
 
 
 def check_save_path(path):

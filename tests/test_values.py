@@ -277,3 +277,24 @@ def test_values_file_naming_a_variable_twice(tmp_path):
         f"--values {f}: 'x' is given twice; give each name one value"
     f.write_text('{"x": [1, 2], "y": "@nope.npy"}')
     assert "y=@nope.npy: no such file" in error(values.load_values_file, str(f))
+
+
+def test_write_atomic_leaves_the_old_file_on_failure(tmp_path):
+    """files.write_atomic (behind dot -o, show -o, check --render/--html, descend --save):
+    the new file whole, or the old one untouched and no temporary file left."""
+    from gradcli import files
+
+    target = tmp_path / "out.svg"
+    files.write_atomic(target, lambda f: f.write(b"old"))
+    assert target.read_bytes() == b"old"
+
+    def half(f):
+        f.write(b"new, half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        files.write_atomic(target, half)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.svg"]
+    with pytest.raises(OSError):
+        files.write_atomic(tmp_path / "no" / "such" / "dir.svg", lambda f: f.write(b"x"))

@@ -36,6 +36,7 @@ import numpy as np
 
 from . import ops as oplib
 from .errors import BindingError, EvalError, GradcliError, clip, did_you_mean, name_list
+from .values import is_number
 
 __all__ = ["batch", "Kernel", "BatchResult", "iter_chunks", "open_points", "Points",
            "BadRow", "sweep_points", "parse_sweep", "Writer", "writer_for", "CHUNK",
@@ -1109,7 +1110,7 @@ class _CsvPoints(_TextPoints):
         from .values import normal_name
 
         cells = [normal_name(c) for c in cells]
-        if all(_is_number(c) for c in cells):
+        if all(is_number(c) for c in cells):
             raise BindingError(f"{self.what}: the first row ({clip(text.strip(), 40)}) is "
                                f"numbers, not a header; a batch CSV starts with a row naming "
                                f"its columns (x,y,z)")
@@ -1253,7 +1254,7 @@ class _CsvPoints(_TextPoints):
             ok = True
             for name, c in zip(self.names, self.use):
                 cell = row[c]
-                if not _is_number(cell):
+                if not is_number(cell):
                     self._bad(line, name, f"{_cell_text(cell)} is not a number")
                     ok = False
                     break
@@ -1266,14 +1267,6 @@ class _CsvPoints(_TextPoints):
         for k, name in enumerate(self.names):
             cols[name] = np.array([r[k].strip() for r in keep], dtype=np.float64)
         return cols, np.array(numbers)
-
-
-def _is_number(cell):
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 class _JsonlPoints(_TextPoints):

@@ -122,6 +122,17 @@ def terminal_options(f):
     return f
 
 
+def picture_options(f):
+    """``--collapse`` and ``--max-nodes``: how big graphs stay readable (``dot``, ``show``)."""
+    f = click.option("--max-nodes", type=click.IntRange(min=0), default=None, metavar="N",
+                     help="Past N nodes the picture collapses by itself, and keeps only the "
+                          "statements nearest the output if still bigger (0: no limit). "
+                          "[default: 150]")(f)
+    f = click.option("--collapse", is_flag=True,
+                     help="One box per statement instead of one per op.")(f)
+    return f
+
+
 def configure_terminal(color="auto", width=None):
     """Apply ``--color`` and ``--width`` to how tables are drawn."""
     from .render import layout

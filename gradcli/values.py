@@ -243,7 +243,7 @@ def read_csv(text, what, column=None):
     if first is None:
         raise BindingError(f"{what}: the file holds no numbers")
     cells = [c.strip().strip('"').strip("'").strip() for c in lines[first].split(",")]
-    header = not all(_is_number(c) for c in cells)
+    header = not all(is_number(c) for c in cells)
     if column is not None:
         if not header:
             raise BindingError(f"{what}:{column}: the file has no header row to find "
@@ -263,7 +263,8 @@ def read_csv(text, what, column=None):
     return _table(data, what, ",", None)
 
 
-def _is_number(cell):
+def is_number(cell):
+    """Whether a CSV cell reads as a number (a header cell does not)."""
     try:
         float(cell)
     except ValueError:

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import click
 
-from ..cliutil import fail, load_program, note, parse_program, program_options, \
+from ..cliutil import emit, fail, load_program, note, parse_program, program_options, \
     reports_errors, warn
-
-FORMATS = ("table", "json")
 
 
 def _formats():
-    """The registry's formats for "descend" once it lists them, else this module's own."""
+    """The formats the render registry has for "descend"."""
     from .. import render
 
-    return render.choices("descend") or list(FORMATS)
+    return render.choices("descend")
 
 
 def _shapes(items):
@@ -238,13 +236,4 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, pa
 
 
 def _emit(fmt, res, log_every):
-    from .. import render
-
-    if "descend" in render.FORMATS.get(fmt, {}):
-        from ..cliutil import emit
-
-        emit(fmt, "descend", res, every=log_every)
-        return
-    from ..render import training as out
-
-    render.write(out.table(res, log_every) if fmt == "table" else out.json_text(res))
+    emit(fmt, "descend", res, every=log_every)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from ..cliutil import (load_program, note, parse_program, program_options, reports_errors,
-                       warn, wrt_names)
+from ..cliutil import (load_program, note, parse_program, picture_options, program_options,
+                       reports_errors, warn, wrt_names)
 
 
 @click.command("dot", short_help="The graph as Graphviz DOT or Mermaid, with values.")
@@ -24,12 +24,7 @@ from ..cliutil import (load_program, note, parse_program, program_options, repor
                                  "follows from -o FILE's extension).")
 @click.option("-o", "--out", "out_file", metavar="FILE",
               help="Write to FILE (atomically) instead of stdout.")
-@click.option("--collapse", is_flag=True,
-              help="One box per statement instead of one per op.")
-@click.option("--max-nodes", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Past N nodes the picture collapses by itself, and keeps only the "
-                   "statements nearest the output if still bigger (0: no limit). "
-                   "[default: 150]")
+@picture_options
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, with_grad, wrt,
             upstream, fmt, render_fmt, out_file, collapse, max_nodes):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from ..cliutil import (load_program, note, parse_program, program_options, reports_errors,
-                       warn, wrt_names)
+from ..cliutil import (load_program, note, parse_program, picture_options, program_options,
+                       reports_errors, warn, wrt_names)
 
 
 @click.command("show", short_help="A web page that steps through the forward and reverse "
@@ -16,11 +16,7 @@ from ..cliutil import (load_program, note, parse_program, program_options, repor
                    "instead of ones.")
 @click.option("-o", "--out", "out_file", metavar="FILE",
               help="Write the page to FILE (atomically) instead of stdout.")
-@click.option("--collapse", is_flag=True,
-              help="Draw one box per statement instead of one per op.")
-@click.option("--max-nodes", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Past N nodes the picture collapses by itself, as gradcli dot does "
-                   "(0: no limit). [default: 150]")
+@picture_options
 @click.option("--title", metavar="TEXT", help="The page's heading (default: the program).")
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, upstream,

@@ -487,10 +487,18 @@ def reverse(ev, wrt, upstream):
 def _collect(ev, targets, grads, bindings):
     """name -> gradient: each its own writeable array; zeros where nothing flowed."""
     gradients, seen = {}, set()
+    forward = None
     for name, i in targets.items():
         g = grads[i] if i is not None else None
         if g is None:  # the output does not depend on it: zeros of its shape
             g = np.zeros(_shape_of(ev, name, i, bindings), dtype=ev.dtype)
+        elif isinstance(g, np.ndarray) and g.flags.writeable and g.flags.owndata and \
+                id(g) not in seen and g.size >= _LARGE:
+            # the reverse pass may pass a value on as a gradient (g * b with g all ones)
+            if forward is None:
+                forward = {id(v) for v in ev.values if v.__class__ is np.ndarray}
+            if id(g) in forward:
+                g = np.array(g, dtype=ev.dtype)
         elif not (isinstance(g, np.ndarray) and g.flags.writeable and g.flags.owndata) \
                 or id(g) in seen:
             g = np.array(g, dtype=ev.dtype)  # every result its own array, safe to change
@@ -584,6 +592,9 @@ def _backward(ev, targets, seed, record):
     owned = None if record else set()
     step = _backward_node
     i = None
+    saved = oplib.tracer
+    if owned is not None and saved is None:
+        oplib.tracer = _Reuse.of(graph, order, values)
     try:
         with np.errstate(all="ignore"):  # sqrt'(0) = inf and the like are conventions
             for i in reversed(order):
@@ -592,7 +603,59 @@ def _backward(ev, targets, seed, record):
         raise
     except Exception as e:
         raise _op_failure(graph, nodes[i], values, e, "backward") from e
+    finally:
+        oplib.tracer = saved
     return grads, tr
+
+
+class _Reuse:
+    """``ops.tracer`` during a reverse pass over large arrays: a gradient rule's op call that
+    the forward pass already made (var's rule asks for ``x - mean(x)``; layer norm's program
+    has that node) returns the forward value, a read-only view of it, instead of a new pass
+    over the elements.  A call is the same when it is the same op on the same arrays (by
+    identity: the forward values stay alive through the pass) with equal static arguments.
+    """
+
+    __slots__ = ("known", "alias", "keep")
+
+    @classmethod
+    def of(cls, graph, order, values):
+        """The tracer for this pass, or None when no forward value is large."""
+        known = {}
+        nodes = graph.nodes
+        for i in order:
+            v = values[i]
+            node = nodes[i]
+            op = node.op
+            if v.__class__ is np.ndarray and node.inputs and op.gate is None and \
+                    op.arity == len(node.inputs) and not op.lead and (v.size >= _LARGE or any(
+                        getattr(values[j], "size", 0) >= _LARGE for j in node.inputs)):
+                try:
+                    known[(op, *[id(values[j]) for j in node.inputs], *node.params)] = v
+                except TypeError:  # an unhashable static argument (a slice): not kept
+                    pass
+        if not known:
+            return None
+        self = cls()
+        self.known, self.alias, self.keep = known, {}, []
+        return self
+
+    def __call__(self, op, args):
+        n = op.arity
+        if n:
+            alias = self.alias
+            try:
+                v = self.known.get((op, *[alias.get(id(a), id(a)) for a in args[:n]],
+                                    *args[n:]))
+            except TypeError:
+                v = None
+            if v is not None:
+                view = v.view()
+                view.flags.writeable = False  # never a target of the in-place sums
+                alias[id(view)] = id(v)
+                self.keep.append(view)  # alive, so its id is not reused during the pass
+                return view
+        return op.forward(*args)
 
 
 def downstream(node, k, g, y, xs, gate=None):
@@ -712,9 +775,18 @@ def _fast_downstream(node, k, g, y, xs, gate):
 
 
 def _times(g, p, y, xs):
-    """``g * p``, into ``p`` when it is a temporary of the result's shape and dtype."""
-    if isinstance(p, np.ndarray) and p.shape == np.shape(g) and p.flags.owndata and \
-            p.flags.writeable and p is not y and not any(p is x for x in xs) and \
-            np.result_type(g, p) == p.dtype:
-        return np.multiply(g, p, out=p)
+    """``g * p``: ``p`` itself when ``g`` is all ones (the seed of a sum, spread out), else
+    into ``p`` when it is a temporary of the result's shape and dtype."""
+    if isinstance(p, np.ndarray) and p.shape == np.shape(g):
+        if _all_ones(g) and np.result_type(g, p) == p.dtype:
+            return p
+        if p.flags.owndata and p.flags.writeable and p is not y and \
+                not any(p is x for x in xs) and np.result_type(g, p) == p.dtype:
+            return np.multiply(g, p, out=p)
     return g * p
+
+
+def _all_ones(g):
+    """Whether ``g`` is one number repeated (all strides 0, as broadcast_to makes) and 1."""
+    return g.__class__ is np.ndarray and g.size > 0 and not any(g.strides) and \
+        g.flat[0] == 1

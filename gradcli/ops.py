@@ -400,6 +400,20 @@ def _keep(v, x, axis):
     return reshape(v, _kept(x, axis))
 
 
+def _sum_to_product(a, b, shape):
+    """``sum_to(a * b, shape)`` in one pass: an einsum of the two, never the full-size
+    product (the reverse pass's rule for a broadcast input of ``*`` and ``/``)."""
+    full = np.broadcast_shapes(np.shape(a), np.shape(b))
+    n = len(full)
+    lead = n - len(shape)
+    if n == 0 or n > len(_LETTERS) or lead < 0:
+        return sum_to(a * b, shape)
+    axes = _LETTERS[:n]
+    keep = "".join(axes[lead + i] for i, m in enumerate(shape) if m == full[lead + i])
+    r = einsum(a, b, f"{axes[n - np.ndim(a):]},{axes[n - np.ndim(b):]}->{keep}")
+    return _reshaped(r, shape)
+
+
 def _real(v):
     return v.real if np.iscomplexobj(v) else v
 
@@ -545,11 +559,15 @@ sub = defop("sub", np.subtract, arity=2, symbol="-", partials=(1, -1), batch=B_E
             formulas=("1", "-1"), doc="a - b", torch="a - b")
 mul = defop("mul", np.multiply, arity=2, symbol="*", batch=B_ELEMENTWISE,
             partials=(lambda out, a, b: b, lambda out, a, b: a),
+            # a broadcast input (a bias, layer norm's gain): g * the other, summed in one pass
+            broadcast_vjps=(lambda g, out, a, b: _sum_to_product(g, b, np.shape(a)),
+                            lambda g, out, a, b: _sum_to_product(g, a, np.shape(b))),
             formulas=("b", "a"), doc="a * b", torch="a * b")
 div = defop("div", np.true_divide, arity=2, symbol="/", batch=B_ELEMENTWISE,
             partials=(lambda out, a, b: 1 / b, lambda out, a, b: -out / b),
             # a broadcast b (layer norm's x / std): sum g * out first, then divide by -b
-            broadcast_vjps=(None, lambda g, out, a, b: sum_to(g * out, np.shape(b)) / -b),
+            broadcast_vjps=(lambda g, out, a, b: _sum_to_product(g, 1 / b, np.shape(a)),
+                            lambda g, out, a, b: _sum_to_product(g, out, np.shape(b)) / -b),
             formulas=("1 / b", "-a / b^2"), domain="b != 0", doc="a / b", torch="a / b")
 neg = defop("neg", np.negative, arity=1, symbol="-", partials=(-1,), batch=B_ELEMENTWISE,
             formulas=("-1",), doc="-x", torch="-x")
@@ -950,14 +968,15 @@ def _prod_vjp(g, out, x, axis=None, keepdims=False):
 
 
 def _var_vjp(g, out, x, axis=None, correction=1, keepdims=False):
-    # the small factor first: two passes over x's elements, not four
+    # the small factor first: two passes over x's elements, not four; sub and mean as calls,
+    # so the reverse pass can take x - mean(x) from the forward pass when the program has it
     n = _count(x, axis)
-    return (x - mean(x, axis, True)) * (_keep(g, x, axis) * (2 / (n - correction)))
+    return sub(x, mean(x, axis, True)) * (_keep(g, x, axis) * (2 / (n - correction)))
 
 
 def _std_vjp(g, out, x, axis=None, correction=1, keepdims=False):
     n = _count(x, axis)
-    return (x - mean(x, axis, True)) * (_keep(g, x, axis) / (_keep(out, x, axis) *
+    return sub(x, mean(x, axis, True)) * (_keep(g, x, axis) / (_keep(out, x, axis) *
                                                              (n - correction)))
 
 
@@ -1303,7 +1322,13 @@ def _as_matrices(g, a, b):
     b2 = reshape(b, np.shape(b) + (1,)) if np.ndim(b) == 1 else b
     shape = np.broadcast_shapes(np.shape(a2)[:-2], np.shape(b2)[:-2]) \
         + (np.shape(a2)[-2], np.shape(b2)[-1])
-    return reshape(g, shape), a2, b2
+    return _reshaped(g, shape), a2, b2
+
+
+def _reshaped(x, shape):
+    """reshape(x, shape), or x itself when it has that shape already (an array of its own
+    stays one: the engine need not copy a gradient that is a view)."""
+    return x if np.shape(x) == shape else reshape(x, shape)
 
 
 def _matmul_da(g, out, a, b):
@@ -1316,7 +1341,7 @@ def _matmul_da(g, out, a, b):
     if np.ndim(a) == 1 and np.ndim(b) == 2:  # vector @ matrix
         return b @ g
     g2, a2, b2 = _as_matrices(g, a, b)
-    return reshape(sum_to(g2 @ _swap(b2), np.shape(a2)), np.shape(a))
+    return _reshaped(sum_to(g2 @ _swap(b2), np.shape(a2)), np.shape(a))
 
 
 def _matmul_db(g, out, a, b):
@@ -1329,7 +1354,7 @@ def _matmul_db(g, out, a, b):
     if np.ndim(a) == 1 and np.ndim(b) == 2:  # vector @ matrix
         return outer(a, g)
     g2, a2, b2 = _as_matrices(g, a, b)
-    return reshape(sum_to(_swap(a2) @ g2, np.shape(b2)), np.shape(b))
+    return _reshaped(sum_to(_swap(a2) @ g2, np.shape(b2)), np.shape(b))
 
 
 def _batch_matmul(fwd, flags, ndims, params):
@@ -1593,8 +1618,12 @@ def _softmax(x, axis=-1):
     if np.shape(x)[ax] == 0:  # nothing to normalise (as PyTorch: an empty result)
         return np.array(x, dtype=np.result_type(x, np.float32))
     m = np.max(_real(x), axis=ax, keepdims=True)
-    e = np.exp(x - np.where(np.isfinite(m), m, 0))  # stable: exp never overflows
-    return e / np.sum(e, axis=ax, keepdims=True)
+    e = x - np.where(np.isfinite(m), m, 0)  # stable: exp never overflows
+    if e.dtype.kind not in "fc":
+        e = np.exp(e)
+        return e / np.sum(e, axis=ax, keepdims=True)
+    np.exp(e, out=e)  # one new array, not three (e is this call's own)
+    return np.divide(e, np.sum(e, axis=ax, keepdims=True), out=e)
 
 
 def _logsumexp(x, axis=-1, keepdims=False):
@@ -1620,7 +1649,7 @@ def _log_softmax(x, axis=-1):
 def _softmax_vjp(g, out, x, axis=-1):
     if np.ndim(x) == 0:
         return 0 * g
-    return out * (g - sum_all(g * out, axis, True))
+    return out * (g - _sum_to_product(g, out, _kept(x, axis)))
 
 
 def _log_softmax_vjp(g, out, x, axis=-1):

@@ -12,6 +12,8 @@ from ``load_ops("gates.py")``, passed as ``ops=``.
 """
 from __future__ import annotations
 
+import os
+
 from . import engine
 from .parse import parse
 
@@ -26,7 +28,12 @@ def load_ops(*paths):
 
 
 def compile(program, ops=None):
-    """Parse ``program`` into its graph (a :class:`gradcli.graph.Graph`)."""
+    """Parse ``program`` into its graph (a :class:`gradcli.graph.Graph`).  ``ops``: what
+    :func:`load_ops` returned, or the path of an ops file, or a list of them."""
+    if isinstance(ops, (str, os.PathLike)):
+        ops = load_ops(ops)
+    elif isinstance(ops, (list, tuple)):
+        ops = load_ops(*ops)
     return parse(program, ops) if isinstance(program, str) else program
 
 

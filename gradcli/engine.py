@@ -13,6 +13,7 @@ they come from and let the nan or inf flow on, as NumPy does.
 from __future__ import annotations
 
 import os
+import threading
 import warnings as pywarnings
 
 import numpy as np
@@ -593,8 +594,9 @@ def _backward(ev, targets, seed, record):
     step = _backward_node
     i = None
     saved = oplib.tracer
-    if owned is not None and saved is None:
-        oplib.tracer = _Reuse.of(graph, order, values)
+    reuse = _Reuse.of(graph, order, values) if owned is not None and saved is None else None
+    if reuse is not None:
+        oplib.tracer = reuse
     try:
         with np.errstate(all="ignore"):  # sqrt'(0) = inf and the like are conventions
             for i in reversed(order):
@@ -604,7 +606,10 @@ def _backward(ev, targets, seed, record):
     except Exception as e:
         raise _op_failure(graph, nodes[i], values, e, "backward") from e
     finally:
-        oplib.tracer = saved
+        if reuse is not None:
+            reuse.known = None  # spent: harmless even if another thread put it back
+            if oplib.tracer is reuse:
+                oplib.tracer = saved
     return grads, tr
 
 
@@ -616,7 +621,7 @@ class _Reuse:
     identity: the forward values stay alive through the pass) with equal static arguments.
     """
 
-    __slots__ = ("known", "alias", "keep")
+    __slots__ = ("known", "alias", "keep", "thread")
 
     @classmethod
     def of(cls, graph, order, values):
@@ -638,11 +643,14 @@ class _Reuse:
             return None
         self = cls()
         self.known, self.alias, self.keep = known, {}, []
+        self.thread = threading.get_ident()
         return self
 
     def __call__(self, op, args):
         n = op.arity
-        if n:
+        # ops.tracer is one for the process: another thread's calls (and any call after the
+        # pass) go straight to the op
+        if n and self.known is not None and threading.get_ident() == self.thread:
             alias = self.alias
             try:
                 v = self.known.get((op, *[alias.get(id(a), id(a)) for a in args[:n]],
@@ -693,6 +701,7 @@ def _backward_node(node, i, grads, values, need, states, graph, tr, owned=None):
         return
     xs = [values[j] for j in node.inputs]
     y = values[i]
+    # (a custom op gets copies of its inputs, so its own calls of library ops reuse nothing)
     gate = gate_backward(graph, node, states[i], g, xs) if node.op.gate is not None else None
     # small arrays (a program of 125,000 scalars) take the short step: the bookkeeping would
     # cost more than it saves; an elementwise op's inputs are no larger than its output

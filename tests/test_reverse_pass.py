@@ -177,3 +177,73 @@ def test_sum_to_product_of_complex_and_float32():
     np.testing.assert_allclose(oplib._sum_to_product(a, b, (2, 1)), np.sum(a, 1, keepdims=True))
     f = np.ones((4, 3), dtype=np.float32)
     assert oplib._sum_to_product(f, f, (3,)).dtype == np.float32
+
+
+def test_a_spent_reuse_and_another_threads_calls_go_straight_to_the_op():
+    """ops.tracer is one for the process: after its pass, or from another thread, the
+    reuse tracer computes afresh (an id of a freed forward value may be taken again)."""
+    import threading
+
+    x = np.random.default_rng(3).normal(size=(300, 200))
+    graph = gradcli.compile("sum(x - mean(x, -1, keepdims=true))")
+    ev = engine.evaluate(graph, {"x": x})
+    reuse = engine._Reuse.of(graph, ev.order, ev.values)
+    got = []
+    t = threading.Thread(target=lambda: got.append(reuse(oplib.mean, (ev.values[0], -1, True))))
+    t.start()
+    t.join()
+    assert got[0].flags.writeable and not np.shares_memory(got[0], ev.values[1])
+    reuse.known = None  # what the pass does when it ends
+    m = reuse(oplib.mean, (ev.values[0], -1, True))
+    assert m.flags.writeable and not np.shares_memory(m, ev.values[1])
+
+
+def test_threads_differentiating_at_once_get_their_own_gradients():
+    import threading
+
+    rng = np.random.default_rng(4)
+    graph = gradcli.compile(LAYER_NORM)
+    cases = [{"x": rng.normal(size=(64, 600)), "t": rng.normal(size=(64, 600))}
+             for _ in range(4)]
+    want = [engine.differentiate(graph, b, trace=True).gradients for b in cases]
+    errors = []
+
+    def work(k):
+        for _ in range(5):
+            got = engine.differentiate(graph, cases[k]).gradients
+            for name in ("x", "t"):
+                if not np.allclose(got[name], want[k][name], rtol=1e-12, atol=1e-12):
+                    errors.append((k, name))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert oplib.tracer is None
+
+
+def test_a_custom_op_backward_calling_library_ops_sees_no_reuse(tmp_path):
+    """A custom op's backward that calls gradcli's own ops on what it kept gets new,
+    writeable arrays (it was given copies of its inputs), and may change them in place."""
+    f = tmp_path / "myops.py"
+    f.write_text(
+        "import numpy as np\n"
+        "from gradcli import ops\n"
+        "class Shift:\n"
+        "    name = 'shift'\n"
+        "    def forward(self, x):\n"
+        "        self.x = x\n"
+        "        return x - ops.mean(x, -1, True)\n"
+        "    def backward(self, dz):\n"
+        "        m = ops.mean(self.x, -1, True)\n"
+        "        d = ops.sub(self.x, m)\n"
+        "        d *= 0\n"
+        "        return [dz - ops.mean(dz, -1, True) + d]\n", encoding="utf-8")
+    x = np.random.default_rng(5).normal(size=(64, 600))
+    t = np.random.default_rng(6).normal(size=(64, 600))
+    program = "sum((x - mean(x, -1, keepdims=true)) * t) + sum(shift(x) * t)"
+    r = gradcli.grad(program, x=x, t=t, ops=[str(f)])
+    want = 2 * (t - t.mean(-1, keepdims=True))
+    np.testing.assert_allclose(r.gradients["x"], want, rtol=1e-12, atol=1e-12)

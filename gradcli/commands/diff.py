@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import click
 
-from ..cliutil import load_program, note, parse_program, program_options, reports_errors, \
-    warn, wrt_names
+from .. import render
+from ..cliutil import emit, load_program, note, parse_program, program_options, \
+    reports_errors, warn, wrt_names
 
-FORMATS = ("text", "json", "latex", "python")
+#: The formats the render registry has for a derivative (the first is the default).
+FORMATS = tuple(render.choices("derivative"))
 
 
 @click.command("diff", short_help="Derivatives as expressions: d/dx = 2*x + 2.")
@@ -15,9 +17,8 @@ FORMATS = ("text", "json", "latex", "python")
               "(variables, or named values of the program).")
 @click.option("--order", type=click.IntRange(min=1), default=1, show_default=True,
               help="Differentiate this many times (a scalar output and scalar variables).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text",
-              show_default=True, help="text: the program for people and gradcli eval; json "
-              "for scripts; latex for slides; python: a NumPy function of the inputs.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=FORMATS[0],
+              show_default=True, help=render.describe("derivative"))
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, order, fmt):
     """The derivative of the output with respect to each input, as an expression.
@@ -35,8 +36,6 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
       gradcli diff --order 2 'sin(x)*x'
       gradcli diff --format python 'x*y + sin(x)' > grad_f.py
     """
-    from ..render.expr import DIFF_FORMATS
-    from ..render import write
     from ..symbolic import diff
 
     text, bindings = load_program(args, program_file, values_file)
@@ -48,4 +47,4 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
              f"the derivatives of sum({d.output_name}), as grad's reverse pass from ones")
     if not d.names:
         note(f"note: {d.output_name} has no input variables: nothing to differentiate")
-    write(DIFF_FORMATS[fmt](d))
+    emit(fmt, "derivative", d)

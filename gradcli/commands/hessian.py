@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import click
 
-from ..cliutil import load_program, parse_program, program_options, reports_errors, warn, \
-    wrt_names
+from .. import render
+from ..cliutil import configure_terminal, emit, load_program, parse_program, \
+    program_options, reports_errors, terminal_options, warn, wrt_names
 
-FORMATS = ("table", "json")
+#: The formats the render registry has for a Hessian (the first is the default).
+FORMATS = tuple(render.choices("hessian"))
 
 
 @click.command("hessian", short_help="Second derivatives of a scalar output.")
@@ -17,11 +19,12 @@ FORMATS = ("table", "json")
 @click.option("--vector", metavar="V", help="The Hessian-vector product H v instead of H "
               "(never built): V as a value (JSON list, number or @file) with as many "
               "elements as the variables together, in --wrt order, C order.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
-              show_default=True, help="table for people; json for programs.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=FORMATS[0],
+              show_default=True, help=render.describe("hessian"))
+@terminal_options
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, diag,
-            vector, fmt):
+            vector, fmt, color, width):
     """The Hessian of a scalar output at the bindings.
 
     The backward pass is built as a graph of the same ops (as `gradcli diff` prints it)
@@ -34,11 +37,10 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
       gradcli hessian '(1-x)**2 + 100*(y-x**2)**2' x=1 y=1
       gradcli hessian --vector [1,0] 'sum(tanh(W @ x))' W=[[1,2],[3,4]] x=[1,-1] --wrt x
     """
-    from ..render import write
-    from ..render.expr import HESSIAN_FORMATS
     from ..symbolic import hessian
     from ..values import parse_value
 
+    configure_terminal(color, width)
     if diag and vector is not None:
         raise click.UsageError("--diag and --vector do not go together")
     text, bindings = load_program(args, program_file, values_file)
@@ -47,4 +49,4 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
     h = hessian(graph, bindings, wrt=wrt_names(wrt), vector=v, diag=diag, output=output,
                 dtype=dtype)
     warn(h.warnings)
-    write(HESSIAN_FORMATS[fmt](h))
+    emit(fmt, "hessian", h)

@@ -14,12 +14,15 @@ import importlib
 #: format -> kind of result -> "module:function" under gradcli.render.  The first format of
 #: each kind is its default.
 FORMATS = {
+    "text": {"derivative": "expr:diff_text"},
     "table": {"evaluation": "table:evaluation", "gradients": "table:gradients",
               "check": "checkreport:table", "opscheck": "checkreport:ops_table",
-              "ops": "opslist:table", "descend": "training:table"},
+              "ops": "opslist:table", "descend": "training:table",
+              "hessian": "expr:hessian_table"},
     "json": {"evaluation": "jsonout:evaluation_text", "gradients": "jsonout:gradients_text",
              "check": "checkreport:json_text", "opscheck": "checkreport:json_text",
-             "ops": "opslist:json_text", "descend": "training:json_text"},
+             "ops": "opslist:json_text", "descend": "training:json_text",
+             "derivative": "expr:diff_json", "hessian": "expr:hessian_json"},
     "csv": {"evaluation": "csvout:evaluation", "gradients": "csvout:gradients",
             "check": "checkreport:as_csv", "opscheck": "checkreport:as_csv",
             "ops": "opslist:csv_text"},
@@ -27,6 +30,16 @@ FORMATS = {
             "check": "dot:check"},
     "mermaid": {"evaluation": "mermaid:evaluation", "gradients": "mermaid:gradients",
                 "check": "mermaid:check"},
+    "latex": {"derivative": "expr:diff_latex"},
+    "python": {"derivative": "expr:diff_python"},
+}
+
+#: What ``--format`` says in a command's help, per kind of result, where the formats are
+#: not "table for people, the others for programs".
+HELP = {
+    "derivative": "text: the program for people and gradcli eval; json for scripts; latex "
+                  "for slides; python: a NumPy function of the inputs.",
+    "hessian": "table for people; json for programs.",
 }
 
 #: Formats a command offers only where it says so (pictures belong to `dot` and `check`).
@@ -37,6 +50,11 @@ def choices(kind, pictures=False):
     """The format names that can render ``kind``, default first."""
     return [f for f, kinds in FORMATS.items()
             if kind in kinds and (pictures or f not in PICTURES) and _exists(kinds[kind])]
+
+
+def describe(kind):
+    """The ``--format`` help for ``kind``: its own line in :data:`HELP`, else the usual."""
+    return HELP.get(kind, "table for people; the others for programs (never coloured).")
 
 
 def _exists(target):

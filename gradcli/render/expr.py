@@ -618,10 +618,6 @@ def diff_python(d, **options):
     return d.program.python(list(d.lifted.variables), d.output_name)
 
 
-DIFF_FORMATS = {"text": diff_text, "json": diff_json, "latex": diff_latex,
-                "python": diff_python}
-
-
 def _elements(variables):
     """Labels of every element, variables in order, C order: x, W[0,0], W[0,1], ..."""
     out = []
@@ -691,5 +687,3 @@ def hessian_json(h, **options):
         obj["product"] = {n: to_json(v) for n, v in h.product.items()}
     return json.dumps(obj, allow_nan=False, ensure_ascii=False) + "\n"
 
-
-HESSIAN_FORMATS = {"table": hessian_table, "json": hessian_json}

@@ -30,7 +30,7 @@ One entry (one ``defop`` call) holds everything about an op:
 Printing: ``op.text(arg_texts, params)`` writes the op applied to its arguments' texts back in
 the language (``sum(x, axis=1, keepdims=true)``, ``a + b``, ``x[:, None]``); params equal to
 their default are left out.  It does not add parentheses: pass compound arguments already
-parenthesised.  The internal ops (``public`` False: ``sum_to``, ``index_grad``, ``unfold``,
+parenthesised.  The internal ops (``public`` False: ``index_grad``, ``moveaxis``,
 ...) print as calls too, though the language does not take all of them.
 """
 from __future__ import annotations
@@ -1688,159 +1688,311 @@ logsumexp = defop("logsumexp", _logsumexp, arity=1,
                   doc="log(sum(exp(x))) along an axis (the last by default), computed stably")
 
 
-# -- convolution: pad, unfold (im2col by stride tricks) and fold (its adjoint) are ops too,
-# so the convolution's VJPs are programs of library ops.
+# -- convolution (PyTorch's conv1d/conv2d and conv_transpose1d/2d).  The forwards work on
+# every window at once (im2col as a strided view, one matmul per group); conv's gradient
+# with respect to x is a transposed convolution, the transposed convolution's is a
+# convolution, and both weight gradients are a convolution of the input with the upstream
+# gradient (batch and channel axes swapped): every rule is a program of public ops, so a
+# printed derivative reads back and differentiates again.
 
-def _pad(x, pads):
-    """Zeros around the last len(pads) axes (pads: one (before, after) pair each)."""
-    nd = np.ndim(x)
-    return np.pad(x, [(0, 0)] * (nd - len(pads)) + [tuple(p) for p in pads])
-
-
-def _unpad_key(x, pads):
-    shape = np.shape(x)
-    lead = len(shape) - len(pads)
-    return (slice(None),) * lead + tuple(
-        slice(a, n - b) for (a, b), n in zip(pads, shape[lead:]))
-
-
-def _unfold(x, kernel, stride):
-    """(N, C, *spatial) -> (N, C, *kernel, *out): every window, a view without copying."""
-    d = len(kernel)
-    shape, strides = np.shape(x), np.asarray(x).strides
-    sp = shape[-d:]
-    out = tuple((n - k) // s + 1 for n, k, s in zip(sp, kernel, stride))
-    if any(o <= 0 for o in out):
-        raise ValueError(f"the kernel {tuple(kernel)} is larger than the (padded) input's "
-                         f"spatial size {tuple(sp)}")
-    x = np.asarray(x)
-    return np.lib.stride_tricks.as_strided(
-        x, shape[:-d] + tuple(kernel) + out,
-        strides[:-d] + strides[-d:] + tuple(st * s for st, s in zip(strides[-d:], stride)),
-        writeable=False)
-
-
-def _fold(p, shape, kernel, stride):
-    """The adjoint of unfold: windows summed back into an array of ``shape``."""
-    d = len(kernel)
-    out = np.zeros(shape, dtype=np.result_type(p))
-    o = np.shape(p)[-d:]
-    lead = (slice(None),) * (len(shape) - d)
-    for offs in np.ndindex(*kernel):  # a loop over the kernel's taps, not over pixels
-        key = lead + tuple(slice(k, k + s * (n - 1) + 1, s) for k, s, n in zip(offs, stride, o))
-        out[key] += p[lead + offs]
-    return out
-
-
-pad = defop("pad", _pad, arity=1, public=False, params=(Param("pads", REQUIRED, "key"),),
-            vjps=(lambda g, out, x, pads: index(g, _unpad_key(out, pads)),),
-            formulas=("g without the padding",), doc="zeros around the trailing axes")
-unfold = defop("unfold", _unfold, arity=1, public=False,
-               params=(Param("kernel", REQUIRED, "key"), Param("stride", REQUIRED, "key")),
-               vjps=(lambda g, out, x, kernel, stride: fold(g, np.shape(x), kernel, stride),),
-               formulas=("fold(g)",), torch="torch.nn.functional.unfold",
-               doc="every window of the trailing axes (im2col)")
-fold = defop("fold", _fold, arity=1, public=False,
-             params=(_SHAPE, Param("kernel", REQUIRED, "key"), Param("stride", REQUIRED, "key")),
-             vjps=(lambda g, out, x, shape, kernel, stride: unfold(g, kernel, stride),),
-             formulas=("unfold(g)",), torch="torch.nn.functional.fold",
-             doc="windows summed back into an array (col2im)")
-
-
-def _pair(v, d, what):
+def _tuple_of(v, d, name, what):
     v = v if isinstance(v, tuple) else (v,) * d
     if len(v) != d:
-        raise ValueError(f"{what} takes one number or {d} of them, got {v}")
-    return v
+        raise ValueError(f"{name}'s {what} takes one number or {d} of them, got {v}")
+    return tuple(int(a) for a in v)
 
 
-def _conv_setup(x, w, stride, padding, d):
-    name = f"conv{d}d"
+def _conv_check(name, x, w, stride, padding, dilation, groups, d, transposed=False,
+                output_padding=0):
+    """Validated (kernel, stride, padding, dilation, output_padding) per spatial axis;
+    ValueError naming the shapes."""
     sx, sw = np.shape(x), np.shape(w)
     layout = "(N, C, L)" if d == 1 else "(N, C, H, W)"
-    wl = "(out channels, C, k)" if d == 1 else "(out channels, C, kh, kw)"
+    k = "k" if d == 1 else "kh, kw"
+    wl = f"(in channels, out channels / groups, {k})" if transposed else \
+        f"(out channels, C / groups, {k})"
     if len(sx) != d + 2:
         raise ValueError(f"x must be {layout}, got shape {sx}")
     if len(sw) != d + 2:
         raise ValueError(f"w must be {wl}, got shape {sw}")
-    if sw[1] != sx[1]:
-        raise ValueError(f"x has {sx[1]} channels (shape {sx}) but w expects "
-                         f"{sw[1]} (shape {sw})")
-    stride = _pair(stride, d, f"{name}'s stride")
-    padding = _pair(padding, d, f"{name}'s padding")
-    if any(s < 1 for s in stride) or any(p < 0 for p in padding):
-        raise ValueError("stride must be >= 1 and padding >= 0")
-    return tuple(sw[2:]), stride, tuple((p, p) for p in padding)
+    stride = _tuple_of(stride, d, name, "stride")
+    padding = _tuple_of(padding, d, name, "padding")
+    dilation = _tuple_of(dilation, d, name, "dilation")
+    out_pad = _tuple_of(output_padding, d, name, "output_padding")
+    if any(s < 1 for s in stride) or any(p < 0 for p in padding) or \
+            any(a < 1 for a in dilation) or any(o < 0 for o in out_pad):
+        raise ValueError(f"{name}: stride and dilation must be >= 1, padding and "
+                         f"output_padding >= 0 (got stride={stride}, padding={padding}, "
+                         f"dilation={dilation})")
+    if isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{name}: groups must be a whole number >= 1, got {groups}")
+    if sx[1] % groups:
+        raise ValueError(f"x has {sx[1]} channels (shape {sx}), not divisible by "
+                         f"groups={groups}")
+    if transposed:
+        if sw[0] != sx[1]:
+            raise ValueError(f"x has {sx[1]} channels (shape {sx}) but w (shape {sw}) "
+                             f"takes {sw[0]}: w is {wl}")
+        for o, s, a in zip(out_pad, stride, dilation):
+            if o >= s and o >= a:
+                raise ValueError(f"{name}: output_padding {out_pad} must be smaller than "
+                                 f"the stride {stride} or the dilation {dilation}")
+    else:
+        if sw[0] % groups:
+            raise ValueError(f"w has {sw[0]} out channels (shape {sw}), not divisible by "
+                             f"groups={groups}")
+        if sw[1] * groups != sx[1]:
+            extra = f" per group, times groups={groups} makes {sw[1] * groups}" \
+                if groups > 1 else ""
+            raise ValueError(f"x has {sx[1]} channels (shape {sx}) but w expects "
+                             f"{sw[1]}{extra} (shape {sw})")
+        span = tuple(a * (n - 1) + 1 for a, n in zip(dilation, sw[2:]))
+        padded = tuple(n + 2 * p for n, p in zip(sx[2:], padding))
+        if any(s > n for s, n in zip(span, padded)):
+            how = f" dilated by {dilation} spans {span}," if any(a > 1 for a in dilation) \
+                else ""
+            raise ValueError(f"the kernel {tuple(sw[2:])} (w shape {sw}){how} is larger than "
+                             f"the (padded) input's spatial size {padded} (x shape {sx}, "
+                             f"padding {padding})")
+    return tuple(sw[2:]), stride, padding, dilation, out_pad
 
 
-def _conv_subs(d):
-    sp, ker = "ij"[:d], "pq"[:d]
-    return (f"no{sp},oc{ker}->nc{ker}{sp}",   # g, w -> windows' gradient
-            f"no{sp},nc{ker}{sp}->oc{ker}")   # g, windows -> w's gradient
+def _windows(x, kernel, stride, dilation):
+    """(N, C, *spatial) -> (N, C, *kernel, *out): every (dilated) window, a strided view."""
+    d = len(kernel)
+    x = np.asarray(x)
+    shape, strides = x.shape, x.strides
+    out = tuple((n - a * (k - 1) - 1) // s + 1
+                for n, k, s, a in zip(shape[-d:], kernel, stride, dilation))
+    return np.lib.stride_tricks.as_strided(
+        x, shape[:-d] + tuple(kernel) + out,
+        strides[:-d] + tuple(st * a for st, a in zip(strides[-d:], dilation)) +
+        tuple(st * s for st, s in zip(strides[-d:], stride)), writeable=False)
 
 
-def _conv_forward(x, w, b, stride, padding, d):
-    kernel, stride, pads = _conv_setup(x, w, stride, padding, d)
-    xp = _pad(x, pads) if any(p for p, _ in pads) else x
-    cols = _unfold(xp, kernel, stride)                       # (N, C, *k, *out)
-    axes = list(range(1, d + 2))
-    out = np.tensordot(cols, w, axes=(axes, axes))           # (N, *out, O)
-    out = np.moveaxis(out, -1, 1)
-    if b is not None:
-        if np.shape(b) != (np.shape(w)[0],):
-            raise ValueError(f"the bias must have shape ({np.shape(w)[0]},), got "
-                             f"{np.shape(b)}")
-        out = out + np.reshape(b, (-1,) + (1,) * d)
-    return out
+def _conv_forward(x, w, b, stride, padding, dilation, groups, d):
+    kernel, stride, padding, dilation, _ = _conv_check(
+        f"conv{d}d", x, w, stride, padding, dilation, groups, d)
+    if any(padding):
+        x = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
+    cols = _windows(x, kernel, stride, dilation)                  # (N, C, *k, *out)
+    n, c, o = np.shape(x)[0], np.shape(x)[1], np.shape(w)[0]
+    out_sp = cols.shape[-d:]
+    if groups == 1:
+        axes = list(range(1, d + 2))
+        out = np.moveaxis(np.tensordot(cols, w, axes=(axes, axes)), -1, 1)
+    else:
+        cols = np.reshape(cols, (n, groups, -1, math.prod(out_sp)))
+        wm = np.reshape(w, (groups, o // groups, -1))
+        out = np.reshape(np.matmul(wm, cols), (n, o) + out_sp)   # one matmul per group
+    return _conv_bias(out, b, o, d)
 
 
-def _conv_dx(d):
-    def vjp(g, out, x, w, *rest):
-        stride, padding = rest[-2:]
-        kernel, stride, pads = _conv_setup(x, w, stride, padding, d)
-        cols = einsum(g, w, _conv_subs(d)[0])
-        shape = tuple(np.shape(x)[:2]) + tuple(n + a + b for n, (a, b) in
-                                               zip(np.shape(x)[2:], pads))
-        gx = fold(cols, shape, kernel, stride)
-        return index(gx, _unpad_key(gx, pads)) if any(a for a, _ in pads) else gx
-    return vjp
+def _conv_bias(out, b, o, d):
+    if b is None:
+        return out
+    if np.shape(b) != (o,):
+        raise ValueError(f"the bias must have shape ({o},), got {np.shape(b)}")
+    return out + np.reshape(b, (-1,) + (1,) * d)
 
 
-def _conv_dw(d):
-    def vjp(g, out, x, w, *rest):
-        stride, padding = rest[-2:]
-        kernel, stride, pads = _conv_setup(x, w, stride, padding, d)
-        xp = pad(x, pads) if any(a for a, _ in pads) else x
-        return einsum(g, unfold(xp, kernel, stride), _conv_subs(d)[1])
-    return vjp
+def _conv_transpose_forward(x, w, b, stride, padding, output_padding, groups, dilation, d):
+    kernel, stride, padding, dilation, out_pad = _conv_check(
+        f"conv_transpose{d}d", x, w, stride, padding, dilation, groups, d, True,
+        output_padding)
+    n, cin = np.shape(x)[:2]
+    sp = np.shape(x)[2:]
+    cout = np.shape(w)[1] * groups
+    full = tuple((m - 1) * s + a * (k - 1) + 1 + o
+                 for m, s, a, k, o in zip(sp, stride, dilation, kernel, out_pad))
+    size = tuple(f - 2 * p for f, p in zip(full, padding))
+    if any(m <= 0 for m in size):
+        raise ValueError(f"conv_transpose{d}d: the output would have spatial size {size} "
+                         f"(x shape {np.shape(x)}, w shape {np.shape(w)}, padding "
+                         f"{padding}): the padding is too large")
+    xm = np.reshape(x, (n, groups, cin // groups, math.prod(sp)))
+    wm = np.reshape(w, (groups, cin // groups, -1))
+    cols = np.reshape(np.matmul(np.swapaxes(wm, -1, -2), xm), (n, cout) + kernel + sp)
+    out = np.zeros((n, cout) + full, dtype=np.result_type(cols))
+    lead = (slice(None), slice(None))
+    for offs in np.ndindex(*kernel):  # a loop over the kernel's taps, never over pixels
+        key = lead + tuple(slice(a * k, a * k + s * (m - 1) + 1, s)
+                           for k, a, s, m in zip(offs, dilation, stride, sp))
+        out[key] += cols[lead + offs]
+    out = out[lead + tuple(slice(p, p + m) for p, m in zip(padding, size))]
+    return _conv_bias(out, b, cout, d)
+
+
+def _conv_weight_grad(x, g, kernel, stride, padding, dilation, groups, d):
+    """d loss / d w of conv(x, w) for upstream g: a convolution of x (channels as the batch,
+    the batch as channels) with g (the same swap) as the kernel, stride and dilation
+    exchanged; groups stay groups.  (O, C / groups, *kernel)."""
+    n, c = np.shape(x)[:2]
+    o = np.shape(g)[1]
+    rest = tuple(range(3, d + 3))
+    if groups == 1:
+        xs = transpose(x, (1, 0) + tuple(range(2, d + 2)))          # (C, N, *sp)
+        gs = transpose(g, (1, 0) + tuple(range(2, d + 2)))          # (O, N, *out)
+    else:
+        xs = reshape(transpose(reshape(x, (n, groups, c // groups) + np.shape(x)[2:]),
+                               (2, 1, 0) + rest), (c // groups, groups * n) + np.shape(x)[2:])
+        gs = reshape(transpose(reshape(g, (n, groups, o // groups) + np.shape(g)[2:]),
+                               (1, 2, 0) + rest), (o, n) + np.shape(g)[2:])
+    conv = conv1d_nobias if d == 1 else conv2d_nobias
+    r = conv(xs, gs, dilation, padding, stride, groups)             # (C / groups, O, *k')
+    r = transpose(r, (1, 0) + tuple(range(2, d + 2)))
+    if np.shape(r)[2:] != tuple(kernel):
+        r = index(r, (slice(None), slice(None)) + tuple(slice(0, k) for k in kernel))
+    return r
+
+
+def _conv_vjps(d):
+    def dx(g, out, x, w, *rest):
+        stride, padding, dilation, groups = rest[-4:]
+        kernel, stride, padding, dilation, _ = _conv_check(
+            f"conv{d}d", x, w, stride, padding, dilation, groups, d)
+        out_pad = tuple(n + 2 * p - ((m - 1) * s + a * (k - 1) + 1) for n, p, m, s, a, k in
+                        zip(np.shape(x)[2:], padding, np.shape(g)[2:], stride, dilation,
+                            kernel))
+        convt = conv_transpose1d_nobias if d == 1 else conv_transpose2d_nobias
+        return convt(g, w, _one(stride), _one(padding), _one(out_pad), groups,
+                     _one(dilation))
+
+    def dw(g, out, x, w, *rest):
+        stride, padding, dilation, groups = rest[-4:]
+        kernel, stride, padding, dilation, _ = _conv_check(
+            f"conv{d}d", x, w, stride, padding, dilation, groups, d)
+        return _conv_weight_grad(x, g, kernel, _one(stride), _one(padding), _one(dilation),
+                                 groups, d)
+    return dx, dw
+
+
+def _conv_transpose_vjps(d):
+    def dx(g, out, x, w, *rest):
+        stride, padding, output_padding, groups, dilation = rest[-5:]
+        conv = conv1d_nobias if d == 1 else conv2d_nobias
+        r = conv(g, w, stride, padding, dilation, groups)
+        if np.shape(r) != np.shape(x):  # output_padding >= stride: windows past x's end
+            r = index(r, (slice(None), slice(None)) +
+                      tuple(slice(0, m) for m in np.shape(x)[2:]))
+        return r
+
+    def dw(g, out, x, w, *rest):
+        stride, padding, output_padding, groups, dilation = rest[-5:]
+        kernel, stride, padding, dilation, _ = _conv_check(
+            f"conv_transpose{d}d", x, w, stride, padding, dilation, groups, d, True,
+            output_padding)
+        return _conv_weight_grad(g, x, kernel, _one(stride), _one(padding), _one(dilation),
+                                 groups, d)
+    return dx, dw
+
+
+def _one(v):
+    """A per-axis tuple as one number when every axis has the same (prints shorter)."""
+    return v[0] if len(set(v)) == 1 else v
 
 
 def _conv_db(d):
-    def vjp(g, out, x, w, b, stride, padding):
+    def vjp(g, out, x, w, b, *params):
         return sum_all(g, (0,) + tuple(range(2, d + 2)))
     return vjp
 
 
+def _batch_conv(d, transposed):
+    """Batched forward: a batch of x alone folds into N; a batch of w becomes groups (the
+    stacked problems as B * groups groups of one convolution)."""
+    def make(fwd, flags, ndims, params):
+        fx, fw = flags[:2]
+        fb = flags[2] if len(flags) > 2 else False
+        groups = params[-2] if transposed else params[-1]
+
+        def run(x, w, b=None):
+            nb = next(np.shape(v)[0] for v, f in zip((x, w, b), flags) if f)
+            if not fw:
+                xx = np.reshape(x, (-1,) + np.shape(x)[2:]) if fx else x
+                out = _forward(xx, w, params)
+                if fx:
+                    out = np.reshape(out, (nb, -1) + np.shape(out)[1:])
+            else:
+                xb = x if fx else np.broadcast_to(x, (nb,) + np.shape(x))
+                n = np.shape(xb)[1]
+                xx = np.reshape(np.swapaxes(xb, 0, 1), (n, -1) + np.shape(xb)[3:])
+                ww = np.reshape(w, (-1,) + np.shape(w)[2:])
+                p = list(params)
+                p[-2 if transposed else -1] = groups * nb
+                out = _forward(xx, ww, tuple(p))
+                out = np.swapaxes(np.reshape(out, (n, nb, -1) + np.shape(out)[2:]), 0, 1)
+            if b is not None:
+                out = out + np.reshape(b, ((nb, 1, -1) if fb else (-1,)) + (1,) * d)
+            return out
+
+        def _forward(x, w, p):
+            if transposed:
+                return _conv_transpose_forward(x, w, None, *p, d)
+            return _conv_forward(x, w, None, *p, d)
+        return run
+    return make
+
+
 def _conv_ops(d):
     name = f"conv{d}d"
-    params = (Param("stride", 1, "ints"), Param("padding", 0, "ints"))
-    layout = "x (N, C, L), w (out, C, k)" if d == 1 else "x (N, C, H, W), w (out, C, kh, kw)"
-    common = dict(params=params, torch=f"torch.nn.functional.{name}(x, w, b, stride, padding)")
+    params = (Param("stride", 1, "ints"), Param("padding", 0, "ints"),
+              Param("dilation", 1, "ints"), Param("groups", 1, "int"))
+    layout = "x (N, C, L), w (out, C / groups, k)" if d == 1 else \
+        "x (N, C, H, W), w (out, C / groups, kh, kw)"
+    common = dict(params=params, batch=_batch_conv(d, False),
+                  torch=f"torch.nn.functional.{name}(x, w, b, stride, padding, dilation, "
+                        f"groups)")
+    dx, dw = _conv_vjps(d)
+    formulas = (f"conv_transpose{d}d(g, w, stride, padding, output_padding, groups, "
+                f"dilation), output_padding making x's size",
+                f"conv{d}d of x with g (batch and channel axes swapped; stride and "
+                f"dilation exchanged)")
     with_bias = defop(
-        name, lambda x, w, b, s, p: _conv_forward(x, w, b, s, p, d), arity=3,
-        argnames=("x", "w", "b"), vjps=(_conv_dx(d), _conv_dw(d), _conv_db(d)),
-        formulas=("fold(g correlated with w) (a transposed convolution)",
-                  "g correlated with the windows of x", "sum(g) over all but the channel axis"),
+        name, lambda x, w, b, s, p, a, gr: _conv_forward(x, w, b, s, p, a, gr, d), arity=3,
+        argnames=("x", "w", "b"), vjps=(dx, dw, _conv_db(d)),
+        formulas=formulas + ("sum(g) over all but the channel axis",),
         doc=f"cross-correlation, PyTorch's layout: {layout}; bias b optional", **common)
     no_bias = defop(
-        name, lambda x, w, s, p: _conv_forward(x, w, None, s, p, d), arity=2,
-        argnames=("x", "w"), vjps=(_conv_dx(d), _conv_dw(d)), listed=False,
-        formulas=with_bias.formulas[:2], doc=with_bias.doc, **common)
+        name, lambda x, w, s, p, a, gr: _conv_forward(x, w, None, s, p, a, gr, d), arity=2,
+        argnames=("x", "w"), vjps=(dx, dw), listed=False,
+        formulas=formulas, doc=with_bias.doc, **common)
+    return with_bias, no_bias
+
+
+def _conv_transpose_ops(d):
+    name = f"conv_transpose{d}d"
+    params = (Param("stride", 1, "ints"), Param("padding", 0, "ints"),
+              Param("output_padding", 0, "ints"), Param("groups", 1, "int"),
+              Param("dilation", 1, "ints"))
+    layout = "x (N, C, L), w (C, out / groups, k)" if d == 1 else \
+        "x (N, C, H, W), w (C, out / groups, kh, kw)"
+    common = dict(params=params, batch=_batch_conv(d, True),
+                  torch=f"torch.nn.functional.{name}(x, w, b, stride, padding, "
+                        f"output_padding, groups, dilation)")
+    dx, dw = _conv_transpose_vjps(d)
+    formulas = (f"conv{d}d(g, w, stride, padding, dilation, groups)",
+                f"conv{d}d of g with x (batch and channel axes swapped; stride and "
+                f"dilation exchanged)")
+    with_bias = defop(
+        name, lambda x, w, b, s, p, o, gr, a: _conv_transpose_forward(x, w, b, s, p, o, gr,
+                                                                      a, d),
+        arity=3, argnames=("x", "w", "b"), vjps=(dx, dw, _conv_db(d)),
+        formulas=formulas + ("sum(g) over all but the channel axis",),
+        doc=f"transposed convolution (the gradient of conv{d}d with respect to its input), "
+            f"PyTorch's layout: {layout}; bias b optional", **common)
+    no_bias = defop(
+        name, lambda x, w, s, p, o, gr, a: _conv_transpose_forward(x, w, None, s, p, o, gr,
+                                                                   a, d),
+        arity=2, argnames=("x", "w"), vjps=(dx, dw), listed=False,
+        formulas=formulas, doc=with_bias.doc, **common)
     return with_bias, no_bias
 
 
 conv1d, conv1d_nobias = _conv_ops(1)
 conv2d, conv2d_nobias = _conv_ops(2)
+conv_transpose1d, conv_transpose1d_nobias = _conv_transpose_ops(1)
+conv_transpose2d, conv_transpose2d_nobias = _conv_transpose_ops(2)
 
 
 # ================================================================== structure

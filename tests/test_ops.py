@@ -348,6 +348,37 @@ def _nn_cases():
             cases.append(Case(f"{name}-bias{extra}", expr, b, (("call", name, 3),)))
         expr, b = _weighted(f"{name}(x, w, b, 2, 1)", rng, {"x": x, "w": w, "b": bias})
         cases.append(Case(f"{name}-positional", expr, b, (("call", name, 3),)))
+        # dilation and groups (x has 4 channels: groups 2 and 4, w (out, C / groups, ...))
+        x4 = rng.normal(size=xs[:1] + (4,) + xs[2:])
+        for extra, wshape in [(", dilation=2", (4, 4) + ws[2:]),
+                              (", groups=2", (6, 2) + ws[2:]),
+                              (", stride=2, padding=1, dilation=2, groups=4", (4, 1) + ws[2:]),
+                              (", 1, 1, 2, 2", (2, 2) + ws[2:])]:  # positional after b
+            wg = rng.normal(size=wshape)
+            if "=" in extra:
+                expr, b = _weighted(f"{name}(x, w{extra})", rng, {"x": x4, "w": wg})
+                cases.append(Case(f"{name}{extra}", expr, b, (("call", name, 2),)))
+            expr, b = _weighted(f"{name}(x, w, b{extra})", rng,
+                                {"x": x4, "w": wg, "b": rng.normal(size=wshape[0])})
+            cases.append(Case(f"{name}-bias{extra}", expr, b, (("call", name, 3),)))
+        # the transposed convolution: w is (C, out / groups, ...)
+        name = f"conv_transpose{d}d"
+        small = xs[:2] + tuple(max(2, n // 2) for n in xs[2:])
+        xt = rng.normal(size=small[:1] + (4,) + small[2:])
+        for extra, wshape in [("", (4, 3) + ws[2:]), (", stride=2", (4, 2) + ws[2:]),
+                              (", stride=2, padding=1, output_padding=1", (4, 2) + ws[2:]),
+                              (", groups=2, dilation=2", (4, 3) + ws[2:]),
+                              (", stride=3, padding=1, output_padding=1, groups=4, "
+                               "dilation=2", (4, 1) + ws[2:]),
+                              (", 2, 0, 1", (4, 2) + ws[2:])]:
+            wt = rng.normal(size=wshape)
+            groups = 4 if "groups=4" in extra else 2 if "groups=2" in extra else 1
+            if "=" in extra or not extra:
+                expr, b = _weighted(f"{name}(x, w{extra})", rng, {"x": xt, "w": wt})
+                cases.append(Case(f"{name}{extra}", expr, b, (("call", name, 2),)))
+            expr, b = _weighted(f"{name}(x, w, b{extra})", rng,
+                                {"x": xt, "w": wt, "b": rng.normal(size=wshape[1] * groups)})
+            cases.append(Case(f"{name}-bias{extra}", expr, b, (("call", name, 3),)))
     return cases
 
 

@@ -235,12 +235,12 @@ def _check(report, graph, bindings, ref, targets, rng, output, method, eps, atol
         x0 = _value_of(ref, i, name, bindings)
         a = np.asarray(analytic[name], dtype=np.float64)
         num = est = None
-        if grouped and i is not None and method in ("central", "forward") and x0.size > 1:
-            from .sparsity import grouped_numeric
+        if grouped and i is not None and x0.size > 1:
+            from .sparsity import grouped as grouped_differences
 
-            got = grouped_numeric(ref, i, x0, method, eps, jacobian)
+            got = grouped_differences(ref, i, x0, method, eps, jacobian)
             if got is not None:
-                num, evals = got
+                num, est, evals = got
                 report.grouped_evals += evals
         if num is None:
             num, est = _numeric(ref, i, x0, method, eps, jacobian)
@@ -435,10 +435,14 @@ def _analytic(graph, bindings, targets, output, dtype, jacobian, out_shape):
         g = reverse(wrt, seed.reshape(out_shape))
         for name in wrt:
             rows.setdefault(name, np.zeros((n_out,) + g[name].shape))[k] = g[name]
-    if not n_out:
+    unused = [name for name in wrt if targets[name] is None]
+    if not n_out or unused:
+        # an input the output does not depend on (a gradient program of f linear in it,
+        # with --order 2) has a zero row of its own shape per output element
         ev = engine.evaluate(graph, bindings, output=output, dtype=dtype)
-        rows = {name: np.zeros((0,) + engine._shape_of(ev, name, targets[name], bindings))
-                for name in wrt}
+        for name in (wrt if not n_out else unused):
+            rows[name] = np.zeros((n_out,) + engine._shape_of(ev, name, targets[name],
+                                                              bindings))
     return rows
 
 
@@ -464,11 +468,13 @@ def _numeric(ref, source, x0, method, eps, jacobian):
     total = not jacobian
     h = _steps(x0, eps).ravel()
     est = None
-    if method in ("central", "forward") and n > 1:
+    head = None
+    if n > 1:
         from .sparsity import linear_head
 
-        head = linear_head(ref, source, ref.output)
-        if head is not None:  # x in W @ x: each element's difference costs a column of W
+        head = linear_head(ref, source, ref.output, method == "complex")
+        if head is not None and method != "richardson":
+            # x in W @ x: each element's difference costs a column of W
             d = _diff_head(head, x0, h, method, total, out_value)
             d = d.T if jacobian else d
             return d.reshape(_num_shape(ref, x0, jacobian)), None
@@ -480,7 +486,9 @@ def _numeric(ref, source, x0, method, eps, jacobian):
     elif method == "central":
         d = _run(ref, source, x0, h, "central", total)
     else:  # richardson: central differences at h, h/2, h/4 combined to cancel h^2 and h^4
-        d1, d2, d4 = (_run(ref, source, x0, h / k, "central", total) for k in (1, 2, 4))
+        d1, d2, d4 = (_diff_head(head, x0, h / k, "central", total, out_value)
+                      if head is not None else _run(ref, source, x0, h / k, "central", total)
+                      for k in (1, 2, 4))
         r1, r2 = (4 * d2 - d1) / 3, (4 * d4 - d2) / 3   # O(h^4)
         d = (16 * r2 - r1) / 15                          # O(h^6)
         # the error left: what the last extrapolation changed (truncation), plus rounding,
@@ -501,6 +509,10 @@ def _diff_head(head, x0, h, method, total, out_value):
     rows = []
     with np.errstate(all="ignore"):
         for k in range(n):
+            if method == "complex":  # Im f(x + i h e_k) / h through the product's column
+                fi = head.run([k], np.array([1j * h[k]]))
+                rows.append((np.sum(np.imag(fi)) if total else np.ravel(np.imag(fi))) / h[k])
+                continue
             o = flat0[k]
             xp = o + h[k]
             fp = head.run([k], np.array([xp - o]))

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fdiff import steps
+from .fdiff import EPS64, steps
 from .plan import Plan
 
-__all__ = ["grouped_numeric", "pattern", "colour"]
+__all__ = ["grouped_numeric", "grouped", "pattern", "colour"]
 
 _MAX_NNZ = 40_000_000    # pattern entries kept at most (else: one element at a time)
 _MIN_SAVING = 4          # group only when it saves at least this factor in evaluations
@@ -392,8 +392,9 @@ class LinearHead:
     product.  ``head(flat_positions, steps)`` is the product's perturbed value; the rest of
     the program runs from there (``plan``)."""
 
-    def __init__(self, ref, source, target):
+    def __init__(self, ref, source, target, complex_step=False):
         graph = ref.graph
+        self.complex_step = complex_step
         anc = _ancestors_of(ref, target)
         users = [i for i in ref.order if i in anc and source in graph.nodes[i].inputs]
         self.ok = False
@@ -416,12 +417,14 @@ class LinearHead:
             return
         self.node = node.id
         self.base = np.asarray(ref.values[node.id], dtype=np.float64)
-        self.plan = Plan(graph, ref.order, ref.values, node.id, target, total=False)
+        self.plan = Plan(graph, ref.order, ref.values, node.id, target, total=False,
+                         complex_step=complex_step)
         self.ok = True
 
     def __call__(self, pos, dx):
-        """The product when input elements ``pos`` (flat) move by ``dx``."""
-        out = np.array(self.base, dtype=np.float64)
+        """The product when input elements ``pos`` (flat) move by ``dx`` (imaginary steps
+        ``1j * h`` for the complex step: the product is then complex)."""
+        out = np.array(self.base, dtype=np.complex128 if np.iscomplexobj(dx) else np.float64)
         shape = self.src_shape
         if self.left:  # (S + D) @ C: rows i of the product gain dx * C[j]
             if len(shape) == 1:  # s (m,) @ C (m,) or (m, p)
@@ -435,7 +438,7 @@ class LinearHead:
         else:          # C @ (S + D): columns gain C[:, i] * dx
             if len(shape) == 1:
                 cols = self.C[..., pos]
-                out += cols @ dx if self.C.ndim == 2 else float(cols @ dx)
+                out += cols @ dx
             else:
                 i, j = np.unravel_index(pos, shape)
                 if self.C.ndim == 1:
@@ -451,13 +454,13 @@ class LinearHead:
         return self.plan(self(pos, dx))
 
 
-def linear_head(ref, source, target):
+def linear_head(ref, source, target, complex_step=False):
     """A :class:`LinearHead` for ``source`` below ``target``, or None."""
     cache = ref.__dict__.setdefault("_heads", {})
-    key = (source, target)
+    key = (source, target, complex_step)
     if key not in cache:
         try:
-            h = LinearHead(ref, source, target)
+            h = LinearHead(ref, source, target, complex_step)
         except Exception:
             h = None
         cache[key] = h if h is not None and h.ok else None
@@ -486,81 +489,156 @@ def _reduction(ref):
 def grouped_numeric(ref, source, x0, method, eps, jacobian):
     """The numeric derivative of every element of input ``source`` from grouped
     differences: (array as gradcheck._numeric returns it, evaluations), or None when
-    grouping does not apply or would not save evaluations."""
-    n = x0.size
-    if jacobian:
-        target, weight = ref.output, None
-        if not np.shape(ref.values[target]):
-            return None
-    else:
-        target, weight = _reduction(ref)
-        if target is None:
-            return None
-    if target == source:
+    grouping does not apply or would not save evaluations.  (:func:`grouped` also gives
+    Richardson's error estimate.)"""
+    got = grouped(ref, source, x0, method, eps, jacobian)
+    return None if got is None else (got[0], got[2])
+
+
+def grouped(ref, source, x0, method, eps, jacobian):
+    """Grouped differences by any method: (numeric, error estimate or None, evaluations),
+    or None when grouping does not apply, would not save evaluations, or an evaluation
+    moved a row outside its group's rows (a pattern found too sparse).
+
+    ``central`` and ``forward`` perturb each colour by +-h (+h); ``complex`` by ``1j h``
+    (the imaginary part of each row is then the colour's only member reaching it times h:
+    Im f(x + i h e_c) / h for every c at once); ``richardson`` takes grouped central
+    differences at h, h/2 and h/4 and combines them per element exactly as one element at
+    a time does (the combination is linear, so combining rows or sums is the same)."""
+    g = _Groups.make(ref, source, x0, jacobian, method == "complex")
+    if g is None:
         return None
-    rng = np.random.default_rng(12345)
-    pat = pattern(ref, source, target, rng)
-    if pat is None:
-        return None
-    got = colour(pat, n)
-    if got is None:
-        return None
-    colours, n_colours = got
-    head = linear_head(ref, source, target)
-    plan = None if head else Plan(ref.graph, ref.order, ref.values, source, target,
-                                  total=False)
-    p0 = np.asarray(ref.values[target], dtype=np.float64).reshape(-1)
     h = steps(x0, eps).reshape(-1)
-    x = np.array(x0, dtype=np.float64, order="C")
-    flat = x.reshape(-1)
-    flat0 = flat.copy()
-    # column -> its rows (CSC), grouped by colour
-    rows_of = np.repeat(np.arange(pat.n), np.diff(pat.ptr))
-    by_colour = np.argsort(colours, kind="stable")
-    cbounds = np.searchsorted(colours[by_colour], np.arange(n_colours + 1))
-    entry_order = np.lexsort((rows_of, colours[pat.cols]))
-    e_rows, e_cols = rows_of[entry_order], pat.cols[entry_order]
-    ebounds = np.searchsorted(colours[e_cols], np.arange(n_colours + 1))
-    values = np.empty(e_rows.size)
-    evals = 0
-    with np.errstate(all="ignore"):
-        for g in range(n_colours):
-            members = by_colour[cbounds[g]:cbounds[g + 1]]
-            if not members.size:
-                continue
-            er = e_rows[ebounds[g]:ebounds[g + 1]]
-            ec = e_cols[ebounds[g]:ebounds[g + 1]]
-            xp = flat0[members] + h[members]
-            xm = flat0[members] - h[members] if method != "forward" else flat0[members]
-            if head is not None:
-                fp = np.asarray(head.run(members, xp - flat0[members]),
-                                dtype=np.float64).reshape(-1)
-                fm = p0 if method == "forward" else np.asarray(
-                    head.run(members, xm - flat0[members]), dtype=np.float64).reshape(-1)
-            else:
-                flat[members] = xp
-                fp = np.asarray(plan(x), dtype=np.float64).reshape(-1)
-                if method == "forward":
-                    fm = p0
-                else:
-                    flat[members] = xm
-                    fm = np.asarray(plan(x), dtype=np.float64).reshape(-1)
-                flat[members] = flat0[members]
-            dx = xp - xm
-            evals += 1 if method == "forward" else 2
-            delta = fp - fm
-            # rows no member reaches must not have moved: else a pattern was too sparse
-            moved = np.ones(delta.size, dtype=bool)
-            moved[er] = False
-            if np.any(np.abs(delta[moved]) > 8 * np.finfo(float).eps * np.abs(p0[moved])):
-                return None
-            step = np.empty(n)
-            step[members] = dx
-            values[ebounds[g]:ebounds[g + 1]] = delta[er] / step[ec]
+    if method != "richardson":
+        vals = g.run(method, h)
+        return None if vals is None else (g.assemble(vals), None, g.evals)
+    d1, d2, d4 = (g.run("central", h / k) for k in (1, 2, 4))
+    if d1 is None or d2 is None or d4 is None:
+        return None
+    d1, d2, d4 = (g.assemble(v) for v in (d1, d2, d4))
+    r1, r2 = (4 * d2 - d1) / 3, (4 * d4 - d2) / 3   # O(h^4)
+    d = (16 * r2 - r1) / 15                          # O(h^6)
+    out = np.asarray(ref.values[ref.output], dtype=np.float64)
+    hh = h.reshape(x0.shape)
     if jacobian:
-        out_shape = np.shape(ref.values[target])
-        J = np.zeros((int(np.prod(out_shape)), n))
-        J[e_rows, e_cols] = values
-        return J.reshape(out_shape + x0.shape), evals
-    grad = np.bincount(e_cols, weights=values * weight, minlength=n)
-    return grad.reshape(x0.shape), evals
+        scale = np.abs(out).reshape(out.shape + (1,) * x0.ndim)
+    else:
+        scale = np.abs(np.sum(out))
+    rounding = 8 * EPS64 * np.maximum(scale, EPS64) / hh
+    return d, np.abs(d - r2) + rounding, g.evals
+
+
+class _Groups:
+    """The colouring of one input's elements and what a grouped evaluation needs."""
+
+    @classmethod
+    def make(cls, ref, source, x0, jacobian, complex_step):
+        n = x0.size
+        if jacobian:
+            target, weight = ref.output, None
+            if not np.shape(ref.values[target]):
+                return None
+        else:
+            target, weight = _reduction(ref)
+            if target is None:
+                return None
+        if target == source:
+            return None
+        rng = np.random.default_rng(12345)
+        pat = pattern(ref, source, target, rng)
+        if pat is None:
+            return None
+        got = colour(pat, n)
+        if got is None:
+            return None
+        self = cls()
+        self.ref, self.source, self.target, self.weight = ref, source, target, weight
+        self.jacobian, self.complex_step = jacobian, complex_step
+        self.x0, self.n = x0, n
+        colours, self.n_colours = got
+        self.head = linear_head(ref, source, target, complex_step)
+        self.plan = None if self.head else Plan(ref.graph, ref.order, ref.values, source,
+                                                target, total=False, complex_step=complex_step)
+        self.p0 = np.asarray(ref.values[target], dtype=np.float64).reshape(-1)
+        # column -> its rows (CSC), grouped by colour
+        rows_of = np.repeat(np.arange(pat.n), np.diff(pat.ptr))
+        self.by_colour = np.argsort(colours, kind="stable")
+        self.cbounds = np.searchsorted(colours[self.by_colour], np.arange(self.n_colours + 1))
+        entry_order = np.lexsort((rows_of, colours[pat.cols]))
+        self.e_rows, self.e_cols = rows_of[entry_order], pat.cols[entry_order]
+        self.ebounds = np.searchsorted(colours[self.e_cols], np.arange(self.n_colours + 1))
+        self.evals = 0
+        return self
+
+    def _eval(self, members, new, dx, x, flat, flat0):
+        """The target's rows (flat) with ``members`` set to ``new`` (moved by ``dx``)."""
+        if self.head is not None:
+            return np.asarray(self.head.run(members, dx)).reshape(-1)
+        flat[members] = new
+        try:
+            return np.asarray(self.plan(x)).reshape(-1)
+        finally:
+            flat[members] = flat0[members]
+
+    def run(self, how, h):
+        """One grouped difference per colour: the derivative along each (row, column) entry
+        of the pattern, in entry order; None when a row outside a group's rows moved."""
+        cplx = how == "complex"
+        x = np.array(self.x0, dtype=np.complex128 if cplx else np.float64, order="C")
+        flat = x.reshape(-1)
+        flat0 = flat.copy()
+        p0 = self.p0
+        values = np.empty(self.e_rows.size)
+        step = np.empty(self.n)
+        with np.errstate(all="ignore"):
+            for g in range(self.n_colours):
+                members = self.by_colour[self.cbounds[g]:self.cbounds[g + 1]]
+                if not members.size:
+                    continue
+                er = self.e_rows[self.ebounds[g]:self.ebounds[g + 1]]
+                ec = self.e_cols[self.ebounds[g]:self.ebounds[g + 1]]
+                hm = h[members]
+                if cplx:
+                    f = self._eval(members, flat0[members] + 1j * hm, 1j * hm, x, flat,
+                                   flat0)
+                    delta = np.imag(f)
+                    dx = hm
+                    self.evals += 1
+                    # a row no member reaches keeps a zero imaginary part
+                    limit = 8 * EPS64 * np.abs(p0) * float(hm.max())
+                else:
+                    r0 = flat0[members].real
+                    xp = r0 + hm
+                    fp = np.asarray(self._eval(members, xp, xp - r0, x, flat, flat0),
+                                    dtype=np.float64)
+                    if how == "forward":
+                        xm = r0
+                        fm = p0
+                        self.evals += 1
+                    else:
+                        xm = r0 - hm
+                        fm = np.asarray(self._eval(members, xm, xm - r0, x, flat, flat0),
+                                        dtype=np.float64)
+                        self.evals += 2
+                    delta = fp - fm
+                    dx = xp - xm
+                    limit = 8 * EPS64 * np.abs(p0)
+                # rows no member reaches must not have moved: else a pattern was too sparse
+                moved = np.ones(delta.size, dtype=bool)
+                moved[er] = False
+                if np.any(np.abs(delta[moved]) > limit[moved]):
+                    return None
+                step[members] = dx
+                values[self.ebounds[g]:self.ebounds[g + 1]] = delta[er] / step[ec]
+        return values
+
+    def assemble(self, values):
+        """Entry values -> the numeric array (the Jacobian, or the weighted gradient)."""
+        x0 = self.x0
+        if self.jacobian:
+            out_shape = np.shape(self.ref.values[self.target])
+            J = np.zeros((int(np.prod(out_shape)), self.n))
+            J[self.e_rows, self.e_cols] = values
+            return J.reshape(out_shape + x0.shape)
+        grad = np.bincount(self.e_cols, weights=values * self.weight, minlength=self.n)
+        return grad.reshape(x0.shape)

@@ -699,3 +699,18 @@ def test_check_format_dot_and_mermaid_mark_the_failing_node(tmp_path):
     bad = CliRunner().invoke(main, ["check", "--ops", GATES,
                                     "--format", "dot"])
     assert bad.exit_code == 2 and "--format dot" in bad.stderr
+
+
+def test_order_two_of_a_program_linear_in_a_vector_input():
+    # d f / d y = sin(x) does not depend on y: the block d/dy of df/dy is zero rows of y's
+    # shape (it was an internal error for a vector y)
+    res = cli("check", "--order", "2", "--format", "json", "sum(sin(x)*y)", "x=[1,2]",
+              "y=[3,4]")
+    assert res.code == 0, res.err
+    doc = json.loads(res.out)
+    yy = [r for r in doc["results"] if r["of"] == "y" and r["wrt"] == "y"]
+    assert len(yy) == 4 and all(r["analytic"] == 0 and r["numeric"] == 0 for r in yy)
+    xy = {(tuple(r["output_index"]), tuple(r["index"])): r["analytic"]
+          for r in doc["results"] if r["of"] == "y" and r["wrt"] == "x"}
+    np.testing.assert_allclose([xy[((0,), (0,))], xy[((1,), (1,))], xy[((0,), (1,))]],
+                               [np.cos(1), np.cos(2), 0], atol=1e-12)

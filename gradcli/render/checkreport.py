@@ -30,6 +30,10 @@ def _e(x):
     return f"{x:.2g}" if 1e-3 <= abs(x) < 1e3 else f"{x:.1e}"
 
 
+#: evaluations of the program per element, one element at a time, by method
+_PER_ELEMENT = {"central": "two", "forward": "one", "complex": "one", "richardson": "six"}
+
+
 def _method_text(r):
     words = {"central": "central differences", "forward": "forward differences",
              "complex": "the complex step", "richardson": "Richardson extrapolation"}
@@ -264,7 +268,8 @@ def table(report, show_all=False, **options):
         n = sum(ic.status.size for ic in report.inputs)
         out.append(Line(f"grouped differences: elements whose effects stay apart until the "
                         f"final sum are perturbed together ({grouped:,} evaluations where one "
-                        f"at a time takes two per element; --one-at-a-time to compare); "
+                        f"at a time takes {_PER_ELEMENT[report.method]} per element; "
+                        f"--one-at-a-time to compare); "
                         f"{n:,} elements checked in all"))
     if report.fast or any(p["status"] != "ok" for p in report.projections):
         out += _fast_table(report)

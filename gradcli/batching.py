@@ -284,6 +284,8 @@ class Kernel:
                         fn = self._batched_forward(node)
                         if fn is None:
                             values[i] = self._per_point(node, xs, flags, B)
+                        elif fn.__class__ is tuple:
+                            values[i] = self._table_forward(node, fn[1], xs, flags, B)
                         else:
                             values[i] = fn(*xs)
         except GradcliError:
@@ -316,10 +318,50 @@ class Kernel:
                 fn = op.batch(op.forward, flags, self._ranks[node.id], node.params)
             except Exception:
                 fn = None
+        if fn is None and op in _BATCHED_FORWARDS:
+            flags = tuple(bool(self.batched[j]) for j in node.inputs)
+            try:
+                made = _BATCHED_FORWARDS[op](op, flags, self._ranks[node.id], node.params)
+            except Exception:
+                made = None
+            if made is not None:
+                fn = ("table", made)
         if fn is None:
             self.fallbacks.add(op.name)
         self._fns[key] = fn
         return fn
+
+    def _table_forward(self, node, fn, xs, flags, B):
+        """A batched forward of :data:`_BATCHED_FORWARDS`: checked against the op's own
+        forward at the first and last points of the first chunk; where it fails or
+        disagrees, that node runs point by point (so a bad input gets the op's own error)."""
+        key = ("fwd", node.id)
+        state = self._fns.get(key)
+        if state is False:
+            return self._per_point(node, xs, flags, B)
+        try:
+            y = np.asarray(fn(*xs))
+        except GradcliError:
+            raise
+        except Exception:
+            y = None
+        if state is None:
+            ok = y is not None and y.shape[:1] == (B,)
+            op = node.op
+            for b in (sorted({0, B - 1}) if B and ok else ()):
+                ref = np.asarray(op.forward(*[x[b] if f else x for x, f in zip(xs, flags)],
+                                            *node.params))
+                if ref.shape != y.shape[1:] or not np.allclose(
+                        y[b], ref, rtol=1e-10, atol=1e-12, equal_nan=True):
+                    ok = False
+                    break
+            self._fns[key] = ok
+            if not ok:
+                self.fallbacks.add(node.op.name)
+                return self._per_point(node, xs, flags, B)
+        elif y is None:
+            return self._per_point(node, xs, flags, B)
+        return y
 
     def _per_point(self, node, xs, flags, B):
         """An op with no batched rule: run it point by point (this op only)."""
@@ -508,9 +550,9 @@ class Kernel:
 
     def _candidate(self, cand, node, g, y, xs, flags, ks, B):
         op = node.op
-        full = [x if f else np.broadcast_to(x, (B,) + np.shape(x)) for x, f in zip(xs, flags)]
         if cand == "rule":
-            return _BATCHED_VJPS[op](g, y, full, node.params, ks)
+            return _BATCHED_VJPS[op](g, y, xs, [bool(f) for f in flags], node.params, ks, op)
+        full = [x if f else np.broadcast_to(x, (B,) + np.shape(x)) for x, f in zip(xs, flags)]
         if cand == "aligned":
             ax = _aligned(xs, flags, self._ndims(node))
             got = {}
@@ -854,20 +896,452 @@ def _vjp_logsumexp(g, out, xs, params, ks):
     return {0: _back(g, params, axes) * np.exp(x - _back(out, params, axes))}
 
 
+# Rules of the second kind, ``rule(g, out, xs, flags, params, ks, op)``, take the inputs as
+# they are: ``flags[k]`` says whether input k carries the batch axis (a fixed input does
+# not, so a fixed matrix is factorised once and a fixed kernel meets every image at once).
+# The inputs of ``ks`` always carry it (only values that vary get a gradient).
+
+def _pp(x, f):
+    """The shape of one point of ``x`` (flag ``f``: x carries the batch axis)."""
+    return np.shape(x)[1:] if f else np.shape(x)
+
+
+def _lift(x, f, lead):
+    """``x`` with a batch axis (length 1 when fixed) and ``lead`` length-1 axes after it."""
+    s = np.shape(x)
+    if f:
+        return np.reshape(x, s[:1] + (1,) * lead + s[1:]) if lead else x
+    return np.reshape(x, (1,) * (1 + lead) + s)
+
+
+def _dummy(shape):
+    """An array of ``shape`` costing nothing: for the ops' shape checks and spec builders."""
+    return np.broadcast_to(np.float64(0), shape)
+
+
+def _bsum_to(d, shape):
+    """``d`` (batch axis first) summed down to ``(B,) + shape``: the adjoint of broadcasting
+    behind the batch axis."""
+    target = d.shape[:1] + tuple(shape)
+    if d.shape == target:
+        return d
+    lead = d.ndim - len(target)
+    axes = tuple(range(1, 1 + lead)) + tuple(
+        1 + lead + i for i, n in enumerate(shape) if n == 1 and d.shape[1 + lead + i] != 1)
+    return np.reshape(np.sum(d, axis=axes), target)
+
+
+def _reshape_back(g, out, xs, flags, params, ks, op):
+    return {0: np.reshape(g, np.shape(xs[0]))}
+
+
+def _vjp_sum_to(g, out, xs, flags, params, ks, op):
+    x = xs[0]
+    shape = tuple(params[0])
+    lead = x.ndim - 1 - len(shape)
+    return {0: np.broadcast_to(np.reshape(g, g.shape[:1] + (1,) * lead + shape), x.shape)}
+
+
+def _vjp_broadcast_to(g, out, xs, flags, params, ks, op):
+    return {0: _bsum_to(g, xs[0].shape[1:])}
+
+
+def _vjp_flip(g, out, xs, flags, params, ks, op):
+    axes = oplib._axes(_dummy(xs[0].shape[1:]), params[0])
+    return {0: np.flip(g, tuple(a + 1 for a in axes))}
+
+
+def _vjp_cumsum(g, out, xs, flags, params, ks, op):
+    a = oplib._axis1(_dummy(xs[0].shape[1:]), params[0]) + 1
+    return {0: np.flip(np.cumsum(np.flip(g, a), axis=a), a)}
+
+
+def _vjp_tri(fn):
+    def rule(g, out, xs, flags, params, ks, op):
+        return {0: fn(g, params[0] if params else 0)}  # NumPy's tril/triu: the last two axes
+    return rule
+
+
+def _vjp_concat(g, out, xs, flags, params, ks, op):
+    shapes = [_pp(x, f) for x, f in zip(xs, flags)]
+    ax = oplib._axis1(_dummy(shapes[0]), params[0])
+    starts = np.cumsum([0] + [s[ax] for s in shapes])
+    lead = (slice(None),) * (ax + 1)
+    return {k: g[lead + (slice(int(starts[k]), int(starts[k + 1])),)] for k in ks}
+
+
+def _vjp_stack_axis(g, out, xs, flags, params, ks, op):
+    ax = oplib._axis1(_dummy(_pp(xs[0], flags[0])), params[0], extra=1)
+    lead = (slice(None),) * (ax + 1)
+    return {k: g[lead + (k,)] for k in ks}
+
+
+def _diag_positions(n, m, k):
+    """Rows and columns of diagonal k of an n x m matrix."""
+    length = max(0, min(n, m - k) if k >= 0 else min(n + k, m))
+    r = np.arange(length) + max(0, -k)
+    return r, r + k
+
+
+def _fwd_diag(op, flags, ndims, params):
+    k = params[0] if params else 0
+
+    def run(x):
+        if x.ndim == 2:  # vectors to matrices
+            n = x.shape[1] + abs(k)
+            d = np.zeros((x.shape[0], n, n), dtype=x.dtype)
+            r, c = _diag_positions(n, n, k)
+            d[:, r, c] = x
+            return d
+        if x.ndim == 3:
+            return np.array(np.diagonal(x, k, axis1=1, axis2=2))
+        raise ValueError("diag takes a vector or a matrix")
+    return run
+
+
+def _vjp_diag(g, out, xs, flags, params, ks, op):
+    x = xs[0]
+    k = params[0] if params else 0
+    if x.ndim == 2:
+        return {0: np.diagonal(g, k, axis1=1, axis2=2)}
+    d = np.zeros(x.shape, dtype=g.dtype)
+    r, c = _diag_positions(x.shape[1], x.shape[2], k)
+    d[:, r, c] = g
+    return {0: d}
+
+
+def _vjp_trace(g, out, xs, flags, params, ks, op):
+    x = xs[0]
+    d = np.zeros(x.shape, dtype=g.dtype)
+    r = np.arange(min(x.shape[1:]))
+    d[:, r, r] = g[:, None]
+    return {0: d}
+
+
+def _matmul_lined_up(a, fa, b, fb):
+    """Both operands as stacks of matrices lined up behind the batch axis (1-D operands as
+    NumPy's matmul takes them): (A, B, the points' result shape)."""
+    sa, sb = _pp(a, fa), _pp(b, fb)
+    if not sa or not sb:
+        raise ValueError("@ needs arrays of at least one axis")
+    a2, sa2 = (a, sa) if len(sa) > 1 else (np.expand_dims(a, -2), (1,) + sa)
+    b2, sb2 = (b, sb) if len(sb) > 1 else (np.expand_dims(b, -1), sb + (1,))
+    lead = np.broadcast_shapes(sa2[:-2], sb2[:-2])
+    n = len(lead)
+    shape = lead + sa[-2:-1] * (len(sa) > 1) + sb[-1:] * (len(sb) > 1)
+    return _lift(a2, fa, n - len(sa2) + 2), _lift(b2, fb, n - len(sb2) + 2), \
+        lead + (sa2[-2], sb2[-1]), shape
+
+
+def _fwd_matmul(op, flags, ndims, params):
+    fa, fb = flags
+
+    def run(a, b):
+        A, Bm, _, shape = _matmul_lined_up(a, fa, b, fb)
+        r = np.matmul(A, Bm)
+        return np.reshape(r, r.shape[:1] + shape)
+    return run
+
+
+def _vjp_matmul_any(g, out, xs, flags, params, ks, op):
+    (a, b), (fa, fb) = xs, flags
+    if fa and fb and a.ndim <= 3 and b.ndim <= 3:  # the four shapes written out
+        return _vjp_matmul(g, out, xs, params, ks)
+    A, Bm, gshape, _ = _matmul_lined_up(a, fa, b, fb)
+    G = np.reshape(g, g.shape[:1] + gshape)
+    res = {}
+    if 0 in ks:
+        res[0] = np.reshape(_bsum_to(np.matmul(G, np.swapaxes(Bm, -1, -2)), A.shape[1:]),
+                            a.shape)
+    if 1 in ks:
+        res[1] = np.reshape(_bsum_to(np.matmul(np.swapaxes(A, -1, -2), G), Bm.shape[1:]),
+                            b.shape)
+    return res
+
+
+def _fwd_outer(op, flags, ndims, params):
+    def run(a, b):
+        if a.ndim - flags[0] != 1 or b.ndim - flags[1] != 1:
+            raise ValueError("outer takes two vectors")
+        return a[..., :, None] * b[..., None, :]
+    return run
+
+
+def _vjp_outer(g, out, xs, flags, params, ks, op):
+    (a, b), (fa, fb) = xs, flags
+    res = {}
+    if 0 in ks:
+        res[0] = np.einsum("bij,bj->bi", g, b) if fb else g @ b
+    if 1 in ks:
+        res[1] = np.einsum("bij,bi->bj", g, a) if fa else a @ g
+    return res
+
+
+def _einsum_spec(xs, flags, subscripts):
+    """einsum's terms with '...' spelled out and a batch letter on the inputs that carry
+    the batch axis and on the output: (input terms, output term)."""
+    ins, out = oplib._einsum_explicit(subscripts, [_dummy(_pp(x, f)) for x, f in
+                                                   zip(xs, flags)])
+    used = set("".join(ins) + out)
+    z = next(c for c in oplib._LETTERS if c not in used)
+    return [z + t if f else t for t, f in zip(ins, flags)], z + out
+
+
+def _fwd_einsum(op, flags, ndims, params):
+    def run(*xs):
+        ins, out = _einsum_spec(xs, flags, params[0])
+        return np.einsum(",".join(ins) + "->" + out, *xs, optimize=len(xs) > 1)
+    return run
+
+
+def _vjp_einsum(g, out, xs, flags, params, ks, op):
+    ins, outs = _einsum_spec(xs, flags, params[0])
+    res = {}
+    for k in ks:
+        target = ins[k]
+        rest = [j for j in range(len(xs)) if j != k]
+        seen = set(outs).union(*[ins[j] for j in rest])
+        keep = "".join(c for c in target if c in seen)
+        spec = ",".join([outs] + [ins[j] for j in rest]) + "->" + keep
+        r = np.einsum(spec, g, *[xs[j] for j in rest], optimize=len(rest) > 0)
+        shape = xs[k].shape
+        size = dict(zip(target, shape))
+        ones = tuple(i for i, c in enumerate(keep) if size[c] == 1 and r.shape[i] != 1)
+        if ones:  # an axis of length 1 broadcast against the others: sum it back
+            r = np.sum(r, axis=ones, keepdims=True)
+        if keep != target:  # letters of x_k alone (summed in the forward): spread g back
+            r = np.broadcast_to(np.reshape(r, tuple(size[c] if c in keep else 1
+                                                    for c in target)), shape)
+        res[k] = r
+    return res
+
+
+def _vjp_det(g, out, xs, flags, params, ks, op):
+    return {0: (g * out)[..., None, None] * np.swapaxes(np.linalg.inv(xs[0]), -1, -2)}
+
+
+def _vjp_inv(g, out, xs, flags, params, ks, op):
+    t = np.swapaxes(out, -1, -2)
+    return {0: -(t @ g @ t)}
+
+
+def _solve_kind(A, fA, b, fb):
+    sA, sb = _pp(A, fA), _pp(b, fb)
+    if len(sA) < 2 or sA[-1] != sA[-2] or not sb:
+        raise ValueError("solve takes a square matrix")  # the op's own message, per point
+    vec = len(sb) == 1 or (len(sb) == len(sA) - 1 and sb == sA[:-1])
+    if sb[-1 if vec else -2] != sA[-1]:
+        raise ValueError("A and b do not fit")
+    return sA, sb, vec
+
+
+def _bsolve(A, fA, b, fb, vec):
+    """``solve`` over a batch: a fixed matrix is factorised once for every right-hand side
+    (the points' columns side by side); stacks of matrices go to LAPACK as stacks."""
+    sA, sb = _pp(A, fA), _pp(b, fb)
+    if not fA and fb and len(sA) == 2 and len(sb) == (1 if vec else 2):
+        n = sA[0]
+        if vec:
+            return np.linalg.solve(A, b.T).T
+        B, _, m = b.shape
+        r = np.linalg.solve(A, np.reshape(np.swapaxes(b, 0, 1), (n, B * m)))
+        return np.swapaxes(np.reshape(r, (n, B, m)), 0, 1)
+    bb, sbb = (b[..., None], sb + (1,)) if vec else (b, sb)
+    n = max(len(sA), len(sbb)) - 2
+    r = np.linalg.solve(_lift(A, fA, n - len(sA) + 2), _lift(bb, fb, n - len(sbb) + 2))
+    return r[..., 0] if vec else r
+
+
+def _fwd_solve(op, flags, ndims, params):
+    fA, fb = flags
+
+    def run(A, b):
+        return _bsolve(A, fA, b, fb, _solve_kind(A, fA, b, fb)[2])
+    return run
+
+
+def _vjp_solve(g, out, xs, flags, params, ks, op):
+    (A, b), (fA, fb) = xs, flags
+    sA, sb, vec = _solve_kind(A, fA, b, fb)
+    gb = _bsolve(np.swapaxes(A, -1, -2), fA, g, True, vec)
+    res = {}
+    if 1 in ks:
+        res[1] = _bsum_to(gb, sb)
+    if 0 in ks:
+        if vec:
+            r = -(gb[..., :, None] * out[..., None, :])
+        else:
+            r = -(gb @ np.swapaxes(out, -1, -2))
+        res[0] = _bsum_to(r, sA)
+    return res
+
+
+# -- convolution (conv1d/2d, conv_transpose1d/2d).  Only x varies (a fixed kernel and bias):
+# the points are more images, so the batch is folded into N and the op's own forward and
+# VJPs run once, whatever its params.  A kernel that varies: the points become groups (B
+# kernels of ``groups`` groups each are one convolution of B * groups groups, the points'
+# images side by side as channels), again the op's own forward and VJPs, once.  An op
+# without a ``groups`` param (an older library) runs point by point when its kernel varies.
+
+def _conv_groups(op, params):
+    """(index of the groups param, its value), or (None, None) when the op has none."""
+    if "groups" not in op.params:
+        return None, None
+    k = op.params.index("groups")
+    return k, params[k]
+
+
+def _conv_grouped(op, xs, flags, params):
+    """The batch of one convolution as one convolution: x (N, B*C, ...), w (B*O, ...), the
+    bias as (B*O,), params with groups * B.  (x, w, bias list, params, B, N)."""
+    x, w = xs[:2]
+    fx = flags[0]
+    B = w.shape[0]
+    k, groups = _conv_groups(op, params)
+    xb = x if fx else np.broadcast_to(x, (B,) + np.shape(x))
+    N = xb.shape[1]
+    xx = np.reshape(np.swapaxes(xb, 0, 1), (N, -1) + xb.shape[3:])
+    ww = np.reshape(w, (-1,) + w.shape[2:])
+    rest = []
+    if op.arity == 3:
+        b = xs[2]
+        rest = [np.reshape(b, -1) if flags[2] else np.tile(b, B)]
+    p = list(params)
+    p[k] = groups * B
+    return xx, ww, rest, tuple(p), B, N
+
+
+def _fwd_conv(op, flags, ndims, params):
+    fx, fw = flags[0], flags[1]
+    fb = op.arity == 3 and flags[2]
+    if not fw:
+        def run(x, w, *b):
+            bias = list(b)
+            if fb:
+                bias = [np.zeros(b[0].shape[1:], dtype=b[0].dtype)]
+            y = op.forward(_fold_x(x) if fx else x, w, *bias, *params)
+            if fx:
+                y = np.reshape(y, x.shape[:2] + y.shape[1:])
+            if fb:
+                y = y + np.reshape(b[0], b[0].shape[:1] + (1, -1) + (1,) * (y.ndim - 3))
+            return y
+        return run
+    if _conv_groups(op, params)[0] is None:
+        return None
+
+    def run(*xs):
+        xx, ww, rest, p, B, N = _conv_grouped(op, xs, flags, params)
+        y = op.forward(xx, ww, *rest, *p)                     # (N, B*O, ...)
+        return np.swapaxes(np.reshape(y, (N, B, -1) + y.shape[2:]), 0, 1)
+    return run
+
+
+def _fold_x(x):
+    return np.reshape(x, (-1,) + x.shape[2:])
+
+
+def _vjp_conv(g, out, xs, flags, params, ks, op):
+    x, w = xs[:2]
+    fx, fw = flags[0], flags[1]
+    fb = op.arity == 3 and flags[2]
+    d = g.ndim - 3
+    res = {}
+    if 2 in ks:
+        res[2] = np.sum(g, axis=(1,) + tuple(range(3, 3 + d)))
+    if not fw:  # x varies, w is fixed: every point's images at once, the op's own rule
+        if 0 in ks:
+            rest = [xs[2] if not fb else xs[2][0]] if op.arity == 3 else []
+            gx = op.vjps[0](_fold_x(g), _fold_x(out), _fold_x(x), w, *rest, *params)
+            res[0] = np.reshape(gx, x.shape)
+        return res
+    if _conv_groups(op, params)[0] is None:
+        return None
+    xx, ww, rest, p, B, N = _conv_grouped(op, xs, flags, params)
+    gg = np.reshape(np.swapaxes(g, 0, 1), (N, -1) + g.shape[3:])      # (N, B*O, ...)
+    oo = np.reshape(np.swapaxes(out, 0, 1), gg.shape)
+    if 0 in ks:
+        gx = op.vjps[0](gg, oo, xx, ww, *rest, *p)                     # (N, B*C, ...)
+        res[0] = np.swapaxes(np.reshape(gx, (N, B) + x.shape[2:]), 0, 1)
+    if 1 in ks:
+        res[1] = np.reshape(op.vjps[1](gg, oo, xx, ww, *rest, *p), w.shape)
+    return res
+
+
+_CONVS = tuple(f"{name}{d}d{tail}" for name in ("conv", "conv_transpose") for d in (1, 2)
+               for tail in ("", "_nobias"))
+
+
+def _legacy(rule):
+    """A rule of the first kind (every input broadcast to the batch) as one of the second."""
+    def run(g, out, xs, flags, params, ks, op):
+        B = g.shape[0]
+        full = [x if f else np.broadcast_to(x, (B,) + np.shape(x)) for x, f in zip(xs, flags)]
+        return rule(g, out, full, params, ks)
+    return run
+
+
 def _rules():
-    table = {}
-    for name, rule in (("sum_all", _vjp_sum), ("mean", _vjp_mean), ("max_all", _vjp_extreme),
-                       ("min_all", _vjp_extreme), ("matmul", _vjp_matmul), ("dot", _vjp_dot),
-                       ("transpose", _vjp_transpose), ("index", _vjp_index),
-                       ("stack", _vjp_stack), ("softmax", _vjp_softmax),
-                       ("log_softmax", _vjp_log_softmax), ("logsumexp", _vjp_logsumexp)):
+    table, forwards = {}, {}
+    legacy = (("sum_all", _vjp_sum), ("mean", _vjp_mean), ("max_all", _vjp_extreme),
+              ("min_all", _vjp_extreme), ("dot", _vjp_dot),
+              ("transpose", _vjp_transpose), ("index", _vjp_index),
+              ("stack", _vjp_stack), ("softmax", _vjp_softmax),
+              ("log_softmax", _vjp_log_softmax), ("logsumexp", _vjp_logsumexp))
+    rules = [(name, _legacy(rule)) for name, rule in legacy] + [
+        ("matmul", _vjp_matmul_any), ("sum_to", _vjp_sum_to),
+        ("broadcast_to", _vjp_broadcast_to), ("reshape", _reshape_back),
+        ("flatten", _reshape_back), ("squeeze", _reshape_back),
+        ("unsqueeze", _reshape_back), ("flip", _vjp_flip), ("cumsum", _vjp_cumsum),
+        ("tril", _vjp_tri(np.tril)), ("triu", _vjp_tri(np.triu)), ("concat", _vjp_concat),
+        ("stack_axis", _vjp_stack_axis), ("diag", _vjp_diag), ("trace", _vjp_trace),
+        ("outer", _vjp_outer), ("einsum", _vjp_einsum), ("det", _vjp_det),
+        ("inv", _vjp_inv), ("solve", _vjp_solve)] + [(name, _vjp_conv) for name in _CONVS]
+    for name, rule in rules:
         op = getattr(oplib, name, None)
         if isinstance(op, oplib.Op) and op.partials is None:
             table[op] = rule
-    return table
+    for name, make in (("matmul", _fwd_matmul), ("outer", _fwd_outer),
+                       ("einsum", _fwd_einsum), ("diag", _fwd_diag), ("solve", _fwd_solve),
+                       ("sum_to", _fwd_sum_to), ("broadcast_to", _fwd_broadcast_to),
+                       ("squeeze", _fwd_squeeze)) + tuple((n, _fwd_conv) for n in _CONVS):
+        op = getattr(oplib, name, None)
+        if isinstance(op, oplib.Op):
+            forwards[op] = make
+    return table, forwards
 
 
-_BATCHED_VJPS = _rules()
+def _fwd_sum_to(op, flags, ndims, params):
+    shape = tuple(params[0])
+
+    def run(x):
+        oplib._sum_to(_dummy(x.shape[1:]), shape)  # the op's own check
+        return _bsum_to(x, shape)
+    return run
+
+
+def _fwd_broadcast_to(op, flags, ndims, params):
+    shape = tuple(params[0])
+
+    def run(x):
+        s = x.shape[1:]
+        np.broadcast_shapes(s, shape)
+        return np.broadcast_to(np.reshape(x, x.shape[:1] + (1,) * (len(shape) - len(s)) + s),
+                               x.shape[:1] + shape)
+    return run
+
+
+def _fwd_squeeze(op, flags, ndims, params):
+    def run(x):
+        keep = oplib._squeeze(_dummy(x.shape[1:]), *params).shape
+        return np.reshape(x, x.shape[:1] + keep)
+    return run
+
+
+#: op -> batched VJP rule ``(g, out, xs, flags, params, ks, op) -> {k: gradient}`` (None:
+#: these params are not covered); op -> maker of a batched forward ``(op, flags, ndims,
+#: params) -> fn(*xs)`` for ops whose own ``batch`` entry has none.
+_BATCHED_VJPS, _BATCHED_FORWARDS = _rules()
+
 
 
 # ---------------------------------------------------------------- the library call

@@ -371,18 +371,10 @@ class Kernel:
         return np.stack([np.asarray(o) for o in outs]) if outs else np.zeros((0,))
 
     def _per_point_gate(self, node, xs, flags, states, B):
-        from . import engine
-
         self.fallbacks.add(node.op.name)
-        insts, outs = [], []
-        for b in range(B):
-            inst, out = engine.gate_forward(self.graph, node,
-                                            [x[b] if f else x for x, f in zip(xs, flags)],
-                                            self.dtype)
-            insts.append(inst)
-            outs.append(out)
+        insts, out = _gate_forward_all(self.graph, node, xs, flags, B, self.dtype)
         states[node.id] = insts
-        return np.stack(outs) if outs else np.zeros((0,), dtype=self.dtype)
+        return out
 
     # ------------------------------------------------------------ reverse
 
@@ -469,13 +461,7 @@ class Kernel:
         if not ks:
             return
         if op.gate is not None:  # a custom op: its backward, point by point
-            insts = states[node.id]
-            per = []
-            for b in range(B):
-                xb = [x[b] if f else x for x, f in zip(xs, flags)]
-                per.append(engine.gate_backward(self.graph, node, insts[b], g[b], xb))
-            ds = {k: np.stack([p[k] for p in per]) if per else
-                  np.zeros((0,) + np.shape(xs[k])[1:]) for k in ks}
+            ds = _gate_backward_all(self.graph, node, states[node.id], g, xs, flags, ks, B)
         elif op.partials is not None:
             ax = _aligned(xs, flags, self._ndims(node))
             ds = {}
@@ -609,6 +595,103 @@ class Kernel:
     def prepare(self, points):
         """Learn each node's per-point rank from a chunk (before the first call)."""
         self._ranks = _point_ranks(self, points)
+
+
+# ---------------------------------------------------------------- custom ops
+#
+# A custom op (a user's forward/backward class) is foreign code that keeps state between its
+# forward and its backward: it cannot be vectorised safely, so it runs once per point, with a
+# fresh instance and its own read-only copies of the inputs at each point, as the engine runs
+# it.  The loop is made cheap: stdout goes to stderr once for the whole loop (not per call),
+# the results are written into one preallocated array, and the engine's checks with their
+# messages (gate_forward, gate_backward, real_array) run only for a result that is not
+# already a real array of the right shape.
+
+class _Replay:
+    """A finished call replayed, so that the engine's checks see what the op returned."""
+
+    def __init__(self, got):
+        self.got = got
+
+    def backward(self, g):
+        return self.got
+
+
+def _gate_call(graph, node, what, fn, *args):
+    try:
+        return fn(*args)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: B036 - an op is foreign code; nothing may escape
+        from . import engine
+
+        raise engine._gate_error(graph, node, what, e) from None
+
+
+def _is_real(v, shape=None):
+    """Whether a custom op's result is already a real NumPy array (or scalar) of ``shape``."""
+    return (v.__class__ is np.ndarray or isinstance(v, np.generic)) and \
+        v.dtype.kind in "iuf" and (shape is None or v.shape == shape)
+
+
+def _gate_forward_all(graph, node, xs, flags, B, dtype):
+    """(instances, outputs with the batch axis) of a custom op at each of B points."""
+    import contextlib
+
+    from . import engine
+
+    private, gate = engine.private, node.op.gate
+    insts = [None] * B
+    out = None
+    with contextlib.redirect_stdout(sys.stderr):
+        for b in range(B):
+            args = [private(x[b] if f else x) for x, f in zip(xs, flags)]
+            inst = _gate_call(graph, node, "forward", gate)
+            y = _gate_call(graph, node, "forward", inst.forward, *args)
+            if not _is_real(y):
+                y = engine.real_array(graph, node, "forward", y, dtype)
+            if out is None:
+                out = np.empty((B,) + y.shape, dtype=dtype)
+            elif y.shape != out.shape[1:]:
+                raise EvalError(f"{graph.source(node.id, 40)}: op {node.op.name}: forward "
+                                f"returned shape {y.shape} at point {b + 1} but "
+                                f"{out.shape[1:]} at point 1 of the chunk", graph.text,
+                                node.start)
+            out[b] = y   # a copy: never the op's own array (it may keep it)
+            insts[b] = inst
+    if out is None:
+        out = np.zeros((0,), dtype=dtype)
+    return insts, out
+
+
+def _gate_backward_all(graph, node, insts, g, xs, flags, ks, B):
+    """A custom op's downstream gradients for the inputs ``ks``, point by point."""
+    import contextlib
+
+    from . import engine
+
+    op = node.op
+    shapes = [np.shape(x)[1:] if f else np.shape(x) for x, f in zip(xs, flags)]
+    ds = {k: np.zeros((B,) + shapes[k], dtype=np.result_type(xs[k])) for k in ks}
+    with contextlib.redirect_stdout(sys.stderr):
+        for b in range(B):
+            got = _gate_call(graph, node, "backward", insts[b].backward, engine.private(g[b]))
+            if op.arity == 1 and not isinstance(got, (list, tuple)):
+                got = [got]
+            fast = isinstance(got, (list, tuple)) and len(got) == op.arity
+            if fast:  # every input's gradient checked, as the engine does
+                for k in range(op.arity):
+                    d = got[k]
+                    if d is not None and not _is_real(d, shapes[k]):
+                        fast = False
+                        break
+            if not fast:  # the engine's checks, and its messages
+                got = engine.gate_backward(graph, node, _Replay(got), g[b],
+                                           [x[b] if f else x for x, f in zip(xs, flags)])
+            for k in ks:
+                if got[k] is not None:
+                    ds[k][b] = got[k]
+    return ds
 
 
 def _point_ranks(kernel, points):

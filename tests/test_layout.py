@@ -32,6 +32,13 @@ CASES = {
     "layout_grad_softmax_200": (["grad", *SOFTMAX], 200),
     "layout_eval_softmax_60": (["eval", *SOFTMAX], 60),
     "layout_grad_worked_example_60": (["grad", "(x+y)*max(y,z)", "x=1", "y=2", "z=0"], 60),
+    "layout_grad_softmax_80": (["grad", *SOFTMAX], 80),
+    "layout_grad_softmax_40": (["grad", *SOFTMAX], 40),
+    "layout_eval_softmax_40": (["eval", *SOFTMAX], 40),
+    "layout_grad_worked_example_40": (["grad", "(x+y)*max(y,z)", "x=1", "y=2", "z=0"], 40),
+    "layout_check_40": (["check", "sin(x)*y", "x=1", "y=[1,2]"], 40),
+    "layout_check_80": (["check", "sin(x)*y", "x=1", "y=[1,2]"], 80),
+    "layout_hessian_40": (["hessian", "sum(x**3) * y / 7", "x=[1,2,3]", "y=2"], 40),
 }
 
 

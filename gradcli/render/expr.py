@@ -637,26 +637,27 @@ def hessian_table(h, **options):
     """The Hessian for people: a matrix table, the diagonal, or the product H v."""
     from . import text as fmt
     from .layout import Line, Table
+    from .text import Num
 
     items = [Line(f"{h.output_name} = {fmt.array(h.value)}")]
     labels = _elements(h.variables)
     if h.product is not None:
         t = Table("variable", ("(H v)", "right"))
         for name, _ in h.variables:
-            t.add_row(name, fmt.array(h.product[name]))
+            t.add_row(name, fmt.array_parts(h.product[name]))
         items.append(t)
         return items
     if h.diagonal is not None:
         t = Table("element", (f"d2{h.output_name}/dx2", "right"))
         for lab, v in zip(labels, h.diagonal):
-            t.add_row(lab, fmt.num(v))
+            t.add_row(lab, Num(v))
         items.append(t)
         return items
     m = h.matrix
     if len(labels) <= TABLE_MAX:
         t = Table("", *[(lab, "right") for lab in labels])
         for lab, row in zip(labels, m):
-            t.add_row(lab, *[fmt.num(v) for v in row])
+            t.add_row(lab, *[Num(v) for v in row])
         items.append(t)
     else:
         items.append(Line(f"Hessian: {len(labels)}×{len(labels)} (too big for a table; "

@@ -3,21 +3,46 @@
 The renderers build :class:`Table` and :class:`Line` objects; :func:`show` draws them.  The
 layout is computed here, once, the same for a terminal and a pipe: each column as wide as its
 widest cell, and when that is wider than the width to fit (``--width N``, else ``COLUMNS``,
-else the terminal's width; no limit when piped without either), the widest columns are
-narrowed and their cells wrapped inside the column (at spaces, else folded), so a row never
-breaks across the screen mid-cell.  On a terminal (or ``--color always``) the same lines are
-printed with colour and bold through Rich; ``NO_COLOR``, ``--color never`` and pipes get plain
-text.  One pass, no Rich layout: a 100,000-row table prints in a second, and what scripts and
+else the terminal's width; no limit when piped without either), the table is fitted:
+
+1. the widest columns are narrowed and their text wraps inside the column: at spaces, else
+   after a bracket or a comma or before an operator, else folded; a number is never split;
+2. when the columns cannot get as wide as their longest number (and some room for text),
+   the numbers a renderer gave as :class:`~gradcli.render.text.Num` are printed in 4
+   significant digits instead of 6, then the table's optional columns are left out (the grad
+   table's local gradients first), then the numbers go to 3 digits;
+3. when even that does not fit, each row is printed as a record: its key cells on a line,
+   then one ``column  value`` line per other column.
+
+A dim note under the table says what was shortened or left out.  Lines between tables wrap
+at spaces (numbers whole).  On a terminal (or ``--color always``) the same lines are printed
+with colour and bold through Rich; ``NO_COLOR``, ``--color never`` and pipes get plain text.
+One pass, no Rich layout: a 100,000-row table prints in a second, and what scripts and
 golden files see does not depend on Rich's version.
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
+
+from .text import DIGITS, Cell, Num
 
 GAP = "   "      # between columns
 RULE = "─"       # under the header
 ELLIPSIS = "…"
+
+#: Below this a text column is not narrowed (unless its longest word is shorter).
+TEXT_MIN = 10
+#: The precisions a fitted table tries for its numbers, after the full one.
+SHORTER = (4, 3)
+
+#: What is never split across lines: a number (1.5, -0.000911, 1e-05, inf, nan) or a shape
+#: (2×3), with the brackets it opens and the brackets and comma that follow it (no line
+#: begins with ``,`` or ``]``, none ends with a lone ``[``).
+NUMBER = re.compile(r"[\[(]*(?:\d+(?:×\d+)+"
+                    r"|(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.])"
+                    r"|(?<![\w.])-?(?:inf|nan)(?![\w.]))[\]),;:]*")
 
 #: ``--color`` and ``--width`` of the running command (see :func:`configure`).
 _SETTINGS = {"color": "auto", "width": None}
@@ -43,14 +68,33 @@ class Line(Styled):
 
 
 class Table:
-    """Columns (name, justification) and rows of cells; a cell may span several lines."""
+    """Columns (name, justification) and rows of cells; a cell may span several lines.
 
-    def __init__(self, *columns):
+    A cell is text (``str``, :class:`Styled`) or a :class:`~gradcli.render.text.Cell` of text
+    and numbers, whose precision the layout may lower to fit.  ``optional`` names columns the
+    layout may leave out, first the first, when the table is too wide; ``keys`` is how many
+    leading columns name a row (the heading of its record when the table is drawn as
+    records)."""
+
+    def __init__(self, *columns, optional=(), keys=1):
         self.columns = [(c, "left") if isinstance(c, str) else c for c in columns]
         self.rows = []
+        self.optional = list(optional)
+        self.keys = keys
+        self.has_numbers = False
 
     def add_row(self, *cells):
-        self.rows.append([c if isinstance(c, str) else str(c) for c in cells])
+        row = []
+        for c in cells:
+            if isinstance(c, Num):
+                c = Cell([c])
+            if isinstance(c, Cell):
+                if not self.has_numbers and c.has_numbers:
+                    self.has_numbers = True
+            elif not isinstance(c, str):
+                c = str(c)
+            row.append(c)
+        self.rows.append(row)
 
 
 # ---------------------------------------------------------------- fitting
@@ -76,39 +120,71 @@ def clip_balanced(text, limit):
     return ELLIPSIS
 
 
+_AFTER = set("([{,;:")        # a line may end after these
+_BEFORE = set("+-*/@=<>|")    # or begin with these
+
+
+def _break_at(line, pos, end, spans):
+    """Where to break ``line[pos:]`` with no space in ``line[pos:end + 1]``: after a bracket
+    or comma or before an operator, else anywhere outside a number; at the end of a number
+    longer than the width (it overflows, it is not split)."""
+    def inside(j):
+        return any(s < j < e for s, e in spans)
+
+    fold = None
+    for j in range(end, pos, -1):
+        if inside(j):
+            continue
+        if line[j - 1] in _AFTER or line[j] in _BEFORE:
+            return j
+        if fold is None:
+            fold = j
+    if fold is not None:
+        return fold
+    return next((e for s, e in spans if s <= pos < e), end)
+
+
 def _wrap(line, width):
-    """One cell line in lines of at most ``width``: broken at spaces, else folded."""
+    """One cell line in lines of at most ``width``: broken at spaces, else at a sensible
+    point of a word (a bracket, a comma, an operator), else folded, numbers kept whole."""
     if len(line) <= width:
         return [line]
+    spans = [m.span() for m in NUMBER.finditer(line)]
     out = []
-    rest = line
-    while len(rest) > width:
-        cut = rest.rfind(" ", 1, width + 1)
-        if cut <= 0:
-            out.append(rest[:width])          # no space: fold the word
-            rest = rest[width:]
+    pos = 0
+    while len(line) - pos > width:
+        end = pos + width
+        cut = line.rfind(" ", pos + 1, end + 1)
+        if cut > pos and line[pos:cut].strip():
+            out.append(line[pos:cut].rstrip())
+            pos = cut + 1
         else:
-            out.append(rest[:cut].rstrip())
-            rest = rest[cut + 1:]
-    if rest:
-        out.append(rest)
+            j = _break_at(line, pos, end, spans)
+            out.append(line[pos:j])
+            pos = j
+        while pos < len(line) and line[pos] == " ":
+            pos += 1
+    if pos < len(line) or not out:
+        out.append(line[pos:])
     return out
 
 
-def _fit(natural, heads, limit, words=None):
+def _fit(natural, heads, limit, words=None, floors=None):
     """Column widths that fit ``limit`` (None: the natural ones): the widest columns are
-    narrowed to one cap.  None is narrowed below its longest word (a number, a name; at
-    most 16) when that still fits, else below its header's longest word or 6 characters,
-    and then long words fold."""
+    narrowed to one cap, none below its floor (``floors``; by default its header's longest
+    word or 6 characters, or its longest word up to 16 when that still fits)."""
     gaps = len(GAP) * (len(natural) - 1)
     if limit is None or sum(natural) + gaps <= limit:
         return list(natural)
-    floor = [min(n, max(6, max((len(w) for w in h.split()), default=1))) for n, h in
-             zip(natural, heads)]
-    if words is not None:
-        wide = [min(n, max(f, min(w, 16))) for n, f, w in zip(natural, floor, words)]
-        if sum(wide) + gaps <= limit:
-            floor = wide
+    if floors is not None:
+        floor = [min(n, f) for n, f in zip(natural, floors)]
+    else:
+        floor = [min(n, max(6, max((len(w) for w in h.split()), default=1))) for n, h in
+                 zip(natural, heads)]
+        if words is not None:
+            wide = [min(n, max(f, min(w, 16))) for n, f, w in zip(natural, floor, words)]
+            if sum(wide) + gaps <= limit:
+                floor = wide
     lo, hi = 1, max(natural)
     while lo < hi:  # the largest cap that fits
         cap = (lo + hi + 1) // 2
@@ -119,28 +195,120 @@ def _fit(natural, heads, limit, words=None):
     return [max(f, min(n, lo)) for n, f in zip(natural, floor)]
 
 
-def _layout(t, limit):
-    """The table as lines of (text, style) pieces: header, rule, rows; fitted to ``limit``."""
-    heads = [name for name, _ in t.columns]
-    just = [j for _, j in t.columns]
-    cells = [[c.split("\n") for c in row] for row in t.rows]
+def _text_of(cell, digits):
+    return cell.text(digits) if isinstance(cell, Cell) else cell
+
+
+class _Plan:
+    """How a table is drawn at a width: which columns, numbers in how many digits, the
+    column widths (or ``records``), and the cells as lines."""
+
+    def __init__(self, keep, digits, widths=None, cells=None, records=False):
+        self.keep, self.digits, self.widths, self.cells = keep, digits, widths, cells
+        self.records = records
+
+
+def _cells(t, keep, digits):
+    return [[_text_of(row[k], digits).split("\n") for k in keep] for row in t.rows]
+
+
+def _natural(heads, cells):
     natural = [len(h) for h in heads]
     for row in cells:
         for k, lines in enumerate(row):
             for line in lines:
                 if len(line) > natural[k]:
                     natural[k] = len(line)
-    words = None
-    if limit is not None and sum(natural) + len(GAP) * (len(natural) - 1) > limit:
-        words = [0] * len(heads)
-        for row in cells:
-            for k, lines in enumerate(row):
-                for line in lines:
-                    if len(line) > words[k]:
-                        longest = max(map(len, line.split(" ")), default=0)
-                        if longest > words[k]:
-                            words[k] = longest
-    widths = _fit(natural, heads, limit, words)
+    return natural
+
+
+def _floors(heads, cells, natural):
+    """Per column: its longest number (never split), its header's longest word, and at
+    least TEXT_MIN for text (or its longest word, when shorter)."""
+    atoms = [0] * len(heads)
+    words = [max((len(w) for w in h.split()), default=0) for h in heads]
+    heads_words = list(words)
+    for row in cells:
+        for k, lines in enumerate(row):
+            for line in lines:
+                if len(line) <= atoms[k] and len(line) <= words[k]:
+                    continue
+                for w in line.split(" "):
+                    if len(w) > words[k]:
+                        words[k] = len(w)
+                for m in NUMBER.finditer(line):
+                    if m.end() - m.start() > atoms[k]:
+                        atoms[k] = m.end() - m.start()
+    return [min(n, max(a, h, min(w, TEXT_MIN)))
+            for n, a, h, w in zip(natural, atoms, heads_words, words)]
+
+
+def _words(cells):
+    """Per column its longest word, up to 16 characters."""
+    out = [0] * (len(cells[0]) if cells else 0)
+    for row in cells:
+        for k, lines in enumerate(row):
+            for line in lines:
+                if len(line) > out[k] and out[k] < 16:
+                    out[k] = min(16, max(out[k], max(map(len, line.split(" ")))))
+    return out
+
+
+def plan(t, limit):
+    """The :class:`_Plan` for table ``t`` at width ``limit`` (None: no limit)."""
+    heads = [name for name, _ in t.columns]
+    everything = list(range(len(heads)))
+    cells = _cells(t, everything, DIGITS)
+    natural = _natural(heads, cells)
+    gaps = len(GAP) * (len(heads) - 1)
+    if limit is None or sum(natural) + gaps <= limit:
+        return _Plan(everything, DIGITS, natural, cells)
+    levels = [(DIGITS, 0)] + [(d, 0) for d in SHORTER[:1]]
+    optional = [heads.index(c) for c in t.optional if c in heads]
+    levels += [(SHORTER[0], n) for n in range(1, len(optional) + 1)]
+    levels += [(d, len(optional)) for d in SHORTER[1:]]
+    if not t.has_numbers:
+        levels = [(DIGITS, n) for n in range(len(optional) + 1)]
+    for digits, drop in levels:
+        keep = [k for k in everything if k not in optional[:drop]]
+        if (digits, drop) != (DIGITS, 0):
+            cells = _cells(t, keep, digits)
+        sub = [heads[k] for k in keep]
+        natural = _natural(sub, cells)
+        floors = _floors(sub, cells, natural)
+        room = limit - len(GAP) * (len(keep) - 1)
+        if sum(floors) <= room:
+            wide = [max(f, min(n, w)) for f, n, w in zip(floors, natural, _words(cells))]
+            if sum(wide) <= room:  # every word whole (up to 16 characters) when it fits
+                floors = wide
+            return _Plan(keep, digits, _fit(natural, sub, limit, floors=floors), cells)
+    return _Plan(everything, DIGITS, records=True)
+
+
+def _note(t, p, limit):
+    """What the fitted table leaves out or shortens, as a dim line (or none)."""
+    said = []
+    if p.digits != DIGITS:
+        said.append(f"numbers to {p.digits} significant digits")
+    left = [t.columns[k][0] for k in range(len(t.columns)) if k not in p.keep]
+    if left:
+        said.append("without the " + " and ".join(left)
+                    + (" columns" if len(left) > 1 else " column"))
+    if not said:
+        return []
+    text = f"(fitted to {limit} columns: {', '.join(said)})"
+    return [[(piece, "dim")] for piece in _wrap(text, limit)]
+
+
+def _layout(t, limit):
+    """The table as lines of (text, style) pieces: header, rule, rows; fitted to ``limit``."""
+    p = plan(t, limit)
+    if p.records:
+        return _records(t, limit)
+    heads = [t.columns[k][0] for k in p.keep]
+    just = [t.columns[k][1] for k in p.keep]
+    widths = p.widths
+    natural = _natural(heads, p.cells)
     narrowed = [w < n for w, n in zip(widths, natural)]
 
     def fit(k, s):
@@ -164,9 +332,65 @@ def _layout(t, limit):
 
     lines = block([[h] for h in heads], ["bold"] * len(heads))
     lines.append([(RULE * (sum(widths) + len(GAP) * (len(widths) - 1)), "dim")])
-    for row, raw in zip(cells, t.rows):
-        lines.extend(block(row, [getattr(c, "style", None) for c in raw]))
-    return lines
+    for row, raw in zip(p.cells, t.rows):
+        lines.extend(block(row, [getattr(raw[k], "style", None) for k in p.keep]))
+    return lines + _note(t, p, limit)
+
+
+def _records(t, limit):
+    """The table as records, for a width too narrow for its columns: per row its key cells
+    on a line (bold), then ``column  value`` lines, the value wrapped beside the column's
+    name (a long name wraps too; both go under each other when even that is too narrow);
+    rows apart by an empty line."""
+    heads = [name for name, _ in t.columns]
+    keys = max(1, min(t.keys, len(heads)))
+    indent = 2
+    label = min(max((len(h) for h in heads[keys:]), default=0), max(14, limit // 3))
+    room = limit - indent - label - 2
+    beside = room >= 12
+    if not beside:
+        room = limit - 2 * indent
+    digits = DIGITS
+    if t.has_numbers:
+        for digits in (DIGITS,) + SHORTER:
+            cells = _cells(t, range(len(heads)), digits)
+            if max(_floors(heads, cells, [room] * len(heads))) <= room:
+                break
+    cells = _cells(t, range(len(heads)), digits)
+    names = {k: _wrap(heads[k], label) for k in range(keys, len(heads))}
+    lines = []
+    for n, (row, raw) in enumerate(zip(cells, t.rows)):
+        if n:
+            lines.append([("", None)])
+        head = "  ".join(line for lines_ in row[:keys] for line in lines_ if line)
+        for piece in _wrap(head, limit):
+            lines.append([(piece, "bold")])
+        for k in range(keys, len(heads)):
+            values = [piece for line in row[k] for piece in _wrap(line, room)]
+            if not any(v.strip() for v in values):
+                continue
+            style = getattr(raw[k], "style", None)
+            if beside:
+                for i in range(max(len(values), len(names[k]))):
+                    name = names[k][i] if i < len(names[k]) else ""
+                    value = values[i] if i < len(values) else ""
+                    lines.append([(" " * indent + name.ljust(label) + "  ", "dim"),
+                                  (value, style)])
+            else:
+                lines.extend([(" " * indent + name, "dim")] for name in names[k])
+                lines.extend([(" " * 2 * indent, None), (v, style)] for v in values)
+    if digits != DIGITS:
+        text = f"(fitted to {limit} columns: numbers to {digits} significant digits)"
+        lines += [[(piece, "dim")] for piece in _wrap(text, limit)]
+    return lines + [[("", None)]]  # apart from what follows
+
+
+def _line_texts(item, limit):
+    """A line between tables as display lines: wrapped at spaces to ``limit``."""
+    out = []
+    for line in str(item).rstrip().split("\n"):
+        out.extend(_wrap(line, limit) if limit else [line])
+    return out
 
 
 def _text(pieces):
@@ -179,9 +403,9 @@ def _plain_table(t, limit=None):
 
 def plain(items, width=None):
     """Everything as plain text, one string ending in a new line (fitted to ``width``)."""
-    parts = [_plain_table(it, width) if isinstance(it, Table) else str(it).rstrip()
-             for it in items]
-    return "\n".join(parts) + "\n"
+    parts = [_plain_table(it, width) if isinstance(it, Table)
+             else "\n".join(x.rstrip() for x in _line_texts(it, width)) for it in items]
+    return "\n".join(parts).rstrip("\n") + "\n"
 
 
 # ---------------------------------------------------------------- the terminal
@@ -242,5 +466,7 @@ def show(items, stream=None):
                 text.rstrip()
                 console.print(text, no_wrap=True, overflow="ignore", crop=False)
         else:
-            console.print(Text(str(item), style=getattr(item, "style", None) or ""),
-                          no_wrap=True, overflow="ignore", crop=False)
+            style = getattr(item, "style", None) or ""
+            for line in _line_texts(item, limit):
+                console.print(Text(line.rstrip(), style=style), no_wrap=True,
+                              overflow="ignore", crop=False)

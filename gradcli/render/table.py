@@ -12,20 +12,20 @@ import re
 import numpy as np
 
 from . import text as fmt
-
-
 from .layout import Line, Table
+from .text import Cell, Num
 
 
 # ---------------------------------------------------------------- eval
 
 def evaluation(res, **options):
     graph = res.graph
-    t = Table(("#", "right"), "node", "op", "inputs", "value")
+    t = Table(("#", "right"), "node", "op", "inputs", "value", optional=("inputs",), keys=2)
     for i in res.order:
         node = graph.nodes[i]
         t.add_row(str(i), graph.label(i), node.op.name,
-                  ", ".join(graph.label(j) for j in node.inputs), fmt.array(res.values[i]))
+                  ", ".join(graph.label(j) for j in node.inputs),
+                  fmt.array_parts(res.values[i]))
     footer = Line(f"{res.output_name} = {fmt.array(res.values[res.output], small=64)}", "bold")
     return [t, footer]
 
@@ -59,14 +59,17 @@ def _formula(op, k, labels):
 
 
 def _cell(v):
-    """A traced value for a cell: as ``fmt.array`` prints it, for an array or a Peek."""
+    """A traced value for a cell (a :class:`Cell` of numbers): as ``fmt.array`` prints it,
+    for an array or a Peek."""
     from ..engine import Peek
 
     if not isinstance(v, Peek):
-        return fmt.array(v)
-    dims = "×".join(map(str, v.shape))
-    peek = ", ".join(fmt.num(x) for x in v.head)
-    return f"{dims} [{peek}, …, {fmt.num(v.last)}]" if v.size > 3 else f"{dims} [{peek}]"
+        return fmt.array_parts(v)
+    parts = ["×".join(map(str, v.shape)) + " ["]
+    for k, x in enumerate(v.head):
+        parts += [", "] * bool(k) + [Num(x)]
+    parts += [", …, ", Num(v.last), "]"] if v.size > 3 else ["]"]
+    return Cell(parts)
 
 
 def _scalar(*values):
@@ -86,15 +89,15 @@ def _fan_in(graph, into, j):
     if len(parts) > _FAN_SHOWN:  # a value used 25,000 times: show the ends of the sum
         hidden = len(parts) - _FAN_SHOWN
         parts = parts[:_FAN_SHOWN - 2] + parts[-2:]
-    text = ""
+    text = Cell()
     for n, (i, k, d) in enumerate(parts):
         if hidden and n == _FAN_SHOWN - 2:
             text += f" + … ({hidden} more)"
         term = _cell(d)
         if n and term.startswith("-") and np.ndim(d) == 0:
-            text += f" - {term[1:]}"
+            text += Cell([" - ", Num(-float(d))])
         else:
-            text += f" + {term}" if n else term
+            text += Cell([" + ", term]) if n else term
         which = f", argument {k + 1}" if consumers.count(i) > 1 else ""
         text += f" (via {graph.label(i)}{which})"
     return text
@@ -102,21 +105,22 @@ def _fan_in(graph, into, j):
 
 def gradients(res, **options):
     graph, tr = res.graph, res.trace
-    t = Table(("#", "right"), "node", "value", "upstream", "local gradient", "downstream")
+    t = Table(("#", "right"), "node", "value", "upstream", "local gradient", "downstream",
+              optional=("local gradient",), keys=2)
     for i in reversed(res.order):
         node = graph.nodes[i]
         g = res.grads[i]
         if g is None:
             if node.op.name == "const":
                 continue
-            t.add_row(str(i), graph.label(i), fmt.array(res.values[i]), "—", "", "")
+            t.add_row(str(i), graph.label(i), fmt.array_parts(res.values[i]), "—", "", "")
             continue
         fan = _fan_in(graph, tr.into, i)
-        up = fmt.array(g)
+        up = fmt.array_parts(g)
         if fan:
-            up = f"{fan} = {up}"
+            up = fan + " = " + up
         if i == res.output:
-            up = f"{up} (start)"
+            up = up + " (start)"
         locs, downs = [], []
         labels = [graph.label(j) for j in node.inputs]
         for k, j in enumerate(node.inputs):
@@ -128,16 +132,17 @@ def gradients(res, **options):
                 lv = _cell(local)
                 rule = _formula(node.op, k, labels)
                 locs.append(f"∂/∂{_paren(labels[k])} = {rule}"
-                            + ("" if rule == lv else f" = {lv}"))
+                            + ("" if rule == lv else " = " + lv))
                 if _scalar(g, local, d):
-                    downs.append(f"→ {labels[k]}: {fmt.num(g)} × {lv} = {fmt.num(d)}")
+                    downs.append(Cell([f"→ {labels[k]}: ", Num(g), " × ", lv, " = ",
+                                       Num(d)]))
                 else:
-                    downs.append(f"→ {labels[k]}: {_cell(d)}")
+                    downs.append(f"→ {labels[k]}: " + _cell(d))
             else:
                 locs.append(f"{labels[k]} gets {_formula(node.op, k, labels)}")
-                downs.append(f"→ {labels[k]}: {_cell(d)}")
-        t.add_row(str(i), graph.label(i), fmt.array(res.values[i]), up, "\n".join(locs),
-                  "\n".join(downs))
+                downs.append(f"→ {labels[k]}: " + _cell(d))
+        t.add_row(str(i), graph.label(i), fmt.array_parts(res.values[i]), up,
+                  Cell.join("\n", locs), Cell.join("\n", downs))
     out = [t]
     head = (f"upstream · ∂{res.output_name}/∂input" if res.upstream_given
             else f"∂{res.output_name}/∂input")
@@ -146,8 +151,8 @@ def gradients(res, **options):
     for name, grad in res.gradients.items():
         i = variables.get(name, graph.names.get(name))  # an input, even if reassigned
         fan = _fan_in(graph, tr.into, i)
-        value = fmt.array(grad, small=64)
-        g.add_row(name, fmt.shape_text(grad.shape), f"{fan} = {value}" if fan else value)
+        value = fmt.array_parts(grad, small=64)
+        g.add_row(name, fmt.shape_text(grad.shape), fan + " = " + value if fan else value)
     if res.gradients:
         out.append(g)
     else:

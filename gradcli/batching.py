@@ -10,10 +10,18 @@ once.  Each op runs once per chunk on the stacked values, never once per point:
   length-1 axes after the batch axis first, so ``x + W`` with a scalar x per point and a
   fixed vector W lines up); their local gradients do the same, and the downstream gradient
   is summed back to the batched input's shape;
-* other ops use the batched forward the checker uses (``op.batch``) and the batched VJPs of
-  :data:`_BATCHED_VJPS`; an op that has neither (a custom op, an op added to the library
-  without them) runs point by point *for that op only*, so the results stay right and the
-  rest of the program stays vectorised.
+* other ops use the batched forward the checker uses (``op.batch``, else the kernel's own
+  in :data:`_BATCHED_FORWARDS`) and the batched VJPs of :data:`_BATCHED_VJPS`: every
+  built-in op has both.  An input that is fixed stays unbatched, so the rules can use it
+  as such (a fixed matrix of ``solve`` factorised once for every point, a fixed kernel of
+  ``conv1d`` meeting all the points' images as one larger N).  Each batched rule is checked
+  against the op's own per-point VJPs (and each forward of the table against the op's
+  forward) at two points of the first chunk;
+* a custom op (a user's gate) keeps state between its forward and backward and may do
+  anything, so it runs point by point, as the engine runs it (a fresh instance and private
+  copies of its inputs each time), in a loop kept cheap; so does an op added to the library
+  without a batched rule, *for that op only*, so the results stay right and the rest of the
+  program stays vectorised (:attr:`Kernel.fallbacks` names them).
 
 :class:`Kernel` is that pass, compiled once for a program; :func:`batch` is the library call
 (``gradcli.batch``: arrays in, arrays out, a pure function of its chunk, so it maps over a

@@ -137,12 +137,15 @@ def test_library_ops_match_the_engine(program):
                                    rtol=1e-12, atol=1e-12)
 
 
-def test_only_ops_without_a_batched_rule_loop_over_points():
-    graph = gradcli.compile("sum(softmax(W @ v) * v) * s + sum(outer(v, v))")
+def test_no_built_in_op_loops_over_points():
+    """Every op of LIBRARY runs batched (tests/test_batch_ops.py checks each op alone)."""
     rng = np.random.default_rng(2)
-    kernel = batching.Kernel(graph, ["v", "s"], {"W": rng.standard_normal((2, 2))})
-    kernel({"v": rng.standard_normal((5, 2)), "s": rng.standard_normal(5)})
-    assert kernel.fallbacks <= {"outer"}
+    program = " + ".join(LIBRARY)
+    graph = gradcli.compile(program)
+    kernel = batching.Kernel(graph, ["v", "s", "M"])
+    kernel({"v": rng.standard_normal((5, 2)), "s": rng.standard_normal(5),
+            "M": rng.standard_normal((5, 2, 2))})
+    assert kernel.fallbacks == set()
 
 
 def test_fixed_bindings_stay_fixed_and_only_columns_get_gradients():

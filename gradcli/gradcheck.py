@@ -57,8 +57,10 @@ def check(graph, bindings, *, wrt=None, output=None, method="central", eps=None,
 
     ``local``: check every node's own backward with a random upstream gradient (custom-op
     nodes always are).  ``taylor``: the eps-free Taylor test instead of differences
-    (gradcli/taylor.py).  ``grouped``: perturb structurally independent elements together
-    (gradcli/sparsity.py); False takes one element at a time.
+    (gradcli/taylor.py): True for its default number of random directions per input
+    (``taylor.DIRECTIONS``), or that number (``--taylor --directions N``).  ``grouped``:
+    perturb structurally independent elements together (gradcli/sparsity.py); False takes
+    one element at a time.
     """
     adaptive = eps is None  # the default step settles failures with a ladder; --eps H is kept
     eps, atol, rtol = settings(method, dtype, eps, atol, rtol)
@@ -69,6 +71,7 @@ def check(graph, bindings, *, wrt=None, output=None, method="central", eps=None,
                                  ("--jacobian", jacobian)) if on]
         raise BindingError(f"--taylor is a check of its own; it does not go with "
                            f"{', '.join(given)}")
+    directions = _directions(taylor)
     if order not in (1, 2):
         raise BindingError(f"--order {order}: choose 1 or 2")
     if order == 2 and (fast or sweep or jacobian or taylor):
@@ -96,7 +99,9 @@ def check(graph, bindings, *, wrt=None, output=None, method="central", eps=None,
         if taylor:
             from .taylor import taylor_test
 
-            report.taylor = taylor_test(graph, bindings, ref, targets, rng, output, dtype)
+            report.directions = directions
+            report.taylor = taylor_test(graph, bindings, ref, targets, rng, output, dtype,
+                                        directions=directions)
         else:
             _check(report, graph, bindings, ref, targets, rng, output, method, eps, atol,
                    rtol, jacobian, fast, projections, dtype, sweep, grouped)
@@ -115,6 +120,21 @@ def check(graph, bindings, *, wrt=None, output=None, method="central", eps=None,
         if report.failed:
             report.blame = blame(graph, ref, targets, rng, atol, rtol, done=report.local)
     return report
+
+
+def _directions(taylor):
+    """How many random directions per input ``taylor`` asks for (0: no Taylor test)."""
+    if taylor is None or (isinstance(taylor, (bool, int, np.integer)) and not taylor):
+        return 0
+    if taylor is True:
+        from .taylor import DIRECTIONS
+
+        return DIRECTIONS
+    if isinstance(taylor, (int, np.integer)) and not isinstance(taylor, bool) and \
+            1 <= taylor <= 1000:
+        return int(taylor)
+    raise BindingError(f"taylor={taylor!r}: give True, or a number of random directions "
+                       f"per input from 1 to 1000 (--directions N)")
 
 
 def second_order(report, graph, bindings, ref, targets, *, output, method, eps, atol, rtol,

@@ -15,6 +15,10 @@ falling); where r is at that noise for every h the first-order term matches f to
 ``kink``, as in the element-wise check.  A non-scalar output is checked through a random
 weighting u of its elements (the gradient of u . f), which also catches a backward that
 ignores its upstream gradient.
+
+Each input gets several random directions (:data:`DIRECTIONS`, ``--directions N``): one
+direction can miss a backward that is wrong only in a few coordinates (where v happens to be
+small); every direction must pass.
 """
 from __future__ import annotations
 
@@ -26,9 +30,16 @@ from . import engine
 from .fdiff import EPS64
 from .plan import Plan
 
-__all__ = ["taylor_test", "PASS_RATE", "STEPS"]
+__all__ = ["taylor_test", "PASS_RATE", "STEPS", "DIRECTIONS"]
 
 PASS_RATE = 1.8
+#: Random directions per input by default.  One Gaussian direction v misses a gradient
+#: error e only where e.v is too small to show over the h^2 term, which for an error in one
+#: coordinate k (or any small subspace) happens when v_k happens to be small; k independent
+#: directions all miss it with that probability to the k-th power.  Each direction costs the
+#: forward passes of one ladder of steps (the gradient is computed once): next to a start-up
+#: and one reverse pass, a few directions cost little.
+DIRECTIONS = 4
 #: h = 2^-k / |v|_inf for k = 2 ... 30: from a quarter of the unit scale down past where
 #: the remainder of any smooth function meets rounding
 STEPS = tuple(2.0 ** -k for k in range(2, 31))
@@ -36,8 +47,10 @@ _FIT = 6          # the smallest-h points above the noise that the rate is fitte
 
 
 def taylor_test(graph, bindings, ref, targets, rng, output=None, dtype="float64",
-                directions=1):
-    """One record per input (and direction): the remainders, the fitted rate, the verdict."""
+                directions=DIRECTIONS):
+    """One record per input and direction (``direction`` 0, 1, ...): the remainders, the
+    fitted rate, the verdict.  The gradient (one reverse pass, from the random output
+    weights u) serves every direction."""
     out0 = np.asarray(ref.values[ref.output], dtype=np.float64)
     u = rng.standard_normal(out0.shape) if out0.shape else None
     g = engine.differentiate(graph, bindings, output=output, dtype=dtype, upstream=u,

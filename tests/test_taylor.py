@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import gradcli
-from gradcli import gradcheck
+import gradcli.taylor
+from gradcli import engine, gradcheck, taylor as taylor_mod
 from gradcli.parse import parse
 from conftest import BUGGY, GATES, cli
 
@@ -62,14 +63,15 @@ def test_a_backward_ignoring_its_upstream_fails_even_below_a_sum():
 
 def test_remainders_fall_as_the_rate_says():
     r = taylor("sum(exp(x) * sin(x))", x=[0.4, -1.2])
-    t, = r.taylor
-    k = t["fitted"]
-    h, rem = np.array(t["h"])[k], np.array(t["remainder"])[k]
-    ratio = rem[:-1] / rem[1:]
-    np.testing.assert_allclose(ratio, (h[:-1] / h[1:]) ** 2, rtol=0.05)
-    # the first-order remainder falls as h
-    r0 = np.array(t["remainder_first"])[k]
-    np.testing.assert_allclose(r0[:-1] / r0[1:], h[:-1] / h[1:], rtol=0.05)
+    assert [t["direction"] for t in r.taylor] == list(range(gradcli.taylor.DIRECTIONS))
+    for t in r.taylor:  # every direction
+        k = t["fitted"]
+        h, rem = np.array(t["h"])[k], np.array(t["remainder"])[k]
+        ratio = rem[:-1] / rem[1:]
+        np.testing.assert_allclose(ratio, (h[:-1] / h[1:]) ** 2, rtol=0.05)
+        # the first-order remainder falls as h
+        r0 = np.array(t["remainder_first"])[k]
+        np.testing.assert_allclose(r0[:-1] / r0[1:], h[:-1] / h[1:], rtol=0.05)
 
 
 def test_linear_functions_pass_at_rounding_level():
@@ -99,3 +101,95 @@ def test_cli_table_json_csv_and_exit_codes():
     for extra in (["--fast"], ["--eps-sweep"], ["--jacobian"]):
         r = cli("check", "--taylor", *extra, "sin(x) * y", "x=2", "y=[1,2]")
         assert r.code == 2 and r.err.startswith("error: ")
+
+
+# ---------------------------------------------------------------- several directions
+
+OFF_AT_ONE = """
+import numpy as np
+
+class SinOffAt7:
+    \"\"\"sin(x); the backward is 0.1% off at element 7 of its input only.\"\"\"
+    def forward(self, x):
+        self.x = x
+        return np.sin(x)
+
+    def backward(self, dz):
+        g = np.array(np.cos(self.x) * dz)
+        g.reshape(-1)[7] *= 1.001
+        return [g]
+"""
+
+
+def test_a_gradient_wrong_in_one_coordinate_of_a_large_input_is_caught_by_the_default(
+        tmp_path):
+    # W 100 x 100: the backward is wrong in one of 10,000 coordinates, by 0.1%.  One random
+    # direction sees it only where v happens to be large enough at that coordinate; the
+    # default directions all miss it with that chance to the 4th power
+    path = tmp_path / "off.py"
+    path.write_text(OFF_AT_ONE)
+    rng = np.random.default_rng(1)
+    vals = {"W": rng.standard_normal((100, 100)), "C": rng.standard_normal((100, 100))}
+    g = parse("sum(SinOffAt7(W) * C)", gradcli.load_ops(str(path)))
+    ref = engine.evaluate(g, vals)
+    targets = engine.resolve_targets(ref, ["W"])
+    seeds = range(20)
+
+    def caught(directions, seed):
+        recs = taylor_mod.taylor_test(g, vals, ref, targets, np.random.default_rng(seed),
+                                      directions=directions)
+        assert len(recs) == directions
+        return any(t["status"] == "fail" for t in recs)
+    by_default = sum(caught(taylor_mod.DIRECTIONS, s) for s in seeds)
+    by_one = sum(caught(1, s) for s in seeds)
+    assert by_default == len(seeds), by_default
+    assert by_one < by_default  # one direction does miss it at some seeds
+
+
+def test_every_direction_must_pass_and_the_table_shows_the_worst():
+    r = taylor("sum(tanh(W @ x))", W=R.normal(size=(3, 3)), x=R.normal(size=3))
+    assert r.ok and r.directions == 4 and len(r.taylor) == 8
+    assert {(t["wrt"], t["direction"]) for t in r.taylor} == {
+        (n, d) for n in ("W", "x") for d in range(4)}
+    # the directions differ from one another
+    v = {t["direction"]: t["slope"] for t in r.taylor if t["wrt"] == "W"}
+    assert len(set(v.values())) == 4
+    t = cli("check", "--taylor", "--directions", "3", "sum(tanh(W @ x))", "W=[[1,2],[3,4]]",
+            "x=[0.1,-0.2]")
+    assert t.code == 0, t.err
+    assert "for 3 random directions v per input" in t.out
+    assert "PASS: 2 of 2 inputs converge at rate 2 along 3 random directions each" in t.out
+    assert t.out.count("(direction ") == 2          # one table per input: the lowest rate
+    every = cli("check", "--taylor", "--directions", "3", "--all", "sum(tanh(W @ x))",
+                "W=[[1,2],[3,4]]", "x=[0.1,-0.2]")
+    assert every.code == 0 and every.out.count("(direction ") == 6
+    bad = cli("check", "--taylor", "--ops", BUGGY, "sum(TanhGate(x) * c)", "x=[0.3,-0.7]",
+              "c=[1,2]")
+    assert bad.code == 1 and "the worst" in bad.out
+    assert "1 of 2 inputs do not converge at rate 2 along 4 random directions each" in bad.out
+
+
+def test_directions_in_json_csv_and_the_api():
+    d = json.loads(cli("check", "--taylor", "--directions", "2", "--format", "json",
+                       "sin(x) * y", "x=2", "y=[1,2]").out)
+    assert d["ok"] and d["directions"] == 2
+    assert [(t["wrt"], t["direction"]) for t in d["taylor"]] == [("x", 0), ("x", 1),
+                                                                 ("y", 0), ("y", 1)]
+    rows = list(csv.DictReader(io.StringIO(cli("check", "--taylor", "--directions", "2",
+                                                "--format", "csv", "sin(x)", "x=2").out)))
+    assert {r["direction"] for r in rows} == {"0", "1"}
+    r = gradcli.check("sum(sin(x))", x=[1.0, 2.0], taylor=5)
+    assert r.ok and r.directions == 5 and len(r.taylor) == 5
+    assert gradcli.check("sum(sin(x))", x=[1.0, 2.0], taylor=True).directions == \
+        gradcli.taylor.DIRECTIONS
+    for wrong in ("many", 0.5, -1, 1001):
+        with pytest.raises(gradcli.errors.BindingError):
+            gradcli.check("sum(sin(x))", x=[1.0, 2.0], taylor=wrong)
+
+
+def test_directions_without_taylor_or_out_of_range_is_bad_input():
+    for args in (["--directions", "3"], ["--taylor", "--directions", "0"],
+                 ["--taylor", "--directions", "x"]):
+        r = cli("check", *args, "sin(x)", "x=2")
+        assert r.code == 2 and r.err.startswith("error: ") and "Traceback" not in r.err, args
+    assert "--taylor" in cli("check", "--directions", "3", "sin(x)", "x=2").err

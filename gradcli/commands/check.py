@@ -39,6 +39,9 @@ from ..cliutil import (Command, configure_terminal, emit, library_for, load_prog
 @click.option("--taylor", is_flag=True,
               help="The Taylor test instead: the remainder of f(x + h v) must fall as h^2 "
                    "for random directions v (no step or tolerance to choose).")
+@click.option("--directions", type=click.IntRange(1, 1000), metavar="N",
+              help="How many random directions --taylor tests per input [default: 4]; each "
+                   "costs one ladder of forward passes.")
 @click.option("--local", "local", is_flag=True,
               help="Also check every node's own backward with a random upstream gradient "
                    "(custom-op nodes always are).")
@@ -63,7 +66,8 @@ from ..cliutil import (Command, configure_terminal, emit, library_for, load_prog
 @terminal_options
 @reports_errors
 def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, method,
-            eps, atol, rtol, jacobian, fast, projections, seed, strict, sweep, taylor, local,
+            eps, atol, rtol, jacobian, fast, projections, seed, strict, sweep, taylor,
+            directions, local,
             one_at_a_time, order, batch_file, show_all, html_file, render_file, fmt, color,
             width):
     """Compare the reverse-mode gradient with finite differences, element by element.
@@ -90,6 +94,9 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
     if order == 2 and (html_file is not None or render_file is not None):
         raise click.UsageError("--html and --render draw the first-order check; --order 2 "
                                "checks the gradient's own program")
+    if directions is not None and not taylor:
+        raise click.UsageError("--directions N is the number of random directions of "
+                               "--taylor; give --taylor too (--fast takes --projections N)")
     library = library_for(ops_files)
     if not args and program_file is None:
         if not ops_files:
@@ -122,7 +129,8 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
                                  method=method, eps=eps, atol=atol, rtol=rtol,
                                  jacobian=jacobian, fast=fast, projections=projections,
                                  seed=seed, dtype=dtype, strict=strict, sweep=sweep,
-                                 taylor=taylor, local=local, grouped=not one_at_a_time,
+                                 taylor=(directions or True) if taylor else False,
+                                 local=local, grouped=not one_at_a_time,
                                  order=order)
         warn(report.warnings)
         kind = "check"

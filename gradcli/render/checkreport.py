@@ -149,6 +149,7 @@ def _as_json(report):
                        "inputs": [_input_summary(x) for x in r["inputs"]]}
                       for r in report.local]
     if getattr(report, "taylor", None) is not None:
+        d["directions"] = getattr(report, "directions", None)
         d["taylor"] = [dict(t) for t in report.taylor]
     return d
 
@@ -363,33 +364,75 @@ def _kink_text(report, where, analytic, k, graph=None):
             f"the analytic {fmt.num(analytic)} {inside} [{fmt.num(lo)}, {fmt.num(hi)}]")
 
 
+def _taylor_inputs(report):
+    """The Taylor records grouped by input, in order: [(name, [record, ...]), ...]."""
+    by = {}
+    for t in report.taylor:
+        by.setdefault(t["wrt"], []).append(t)
+    return list(by.items())
+
+
+def _worst(recs):
+    """The direction to show for an input: a failing one (the lowest rate), else a kink,
+    else the lowest fitted rate (a direction at rounding level everywhere is the best)."""
+    def key(t):
+        rank = {"fail": 0, "kink": 1}.get(t["status"], 2)
+        rate = t["rate"] if t["rate"] == t["rate"] else math.inf
+        return rank, rate
+    return min(recs, key=key)
+
+
+def _input_status(recs):
+    statuses = {t["status"] for t in recs}
+    return "fail" if "fail" in statuses else "kink" if "kink" in statuses else "ok"
+
+
 def _taylor_table(report, what, show_all):
     from ..taylor import PASS_RATE
 
-    out = [Line(f"Taylor test of {what}: for a random direction v per input, the remainder "
+    k = getattr(report, "directions", None) or max(
+        (t["direction"] + 1 for t in report.taylor), default=1)
+    each = ("for a random direction v per input" if k == 1 else
+            f"for {k} random directions v per input")
+    out = [Line(f"Taylor test of {what}: {each}, the remainder "
                 f"|f(x + h v) - f(x) - h ∇f·v| must fall as h² (as h when the gradient is "
-                f"wrong); it passes at a fitted rate >= {PASS_RATE:g}, with no step or "
+                f"wrong); it passes at a fitted rate >= {PASS_RATE:g}"
+                f"{' along every direction' if k > 1 else ''}, with no step or "
                 f"tolerance to choose")]
-    for t in report.taylor:
-        rate = "-" if t["rate"] != t["rate"] else f"{t['rate']:.2f}"
-        out.append(Line(f"\n{t['wrt']}: rate {rate}: {t['why']}", style="bold"))
-        tab = _new_table(["h", "|f(x+hv) - f(x)|", "remainder", "rate", ""])
-        fitted = set(t.get("fitted", ()))
-        ks = range(len(t["h"]))
-        if not show_all:  # every 4th step and the fitted ones
-            ks = sorted(set(range(0, len(t["h"]), 4)) | fitted)
-        prev = None
-        for k in ks:
-            h, r1 = t["h"][k], t["remainder"][k]
-            local = "-"
-            if prev is not None and r1 > 0 and t["remainder"][prev] > 0:
-                local = f"{math.log(t['remainder'][prev] / r1) / math.log(t['h'][prev] / h):.2f}"
-            tab.add_row(f"{h:.2e}", _e(t["remainder_first"][k]), _e(r1), local,
-                        "fitted" if k in fitted else "")
-            prev = k
-        out.append(tab)
+    for name, recs in _taylor_inputs(report):
+        shown = recs if show_all else [_worst(recs)]
+        for t in shown:
+            rate = "-" if t["rate"] != t["rate"] else f"{t['rate']:.2f}"
+            head = f"{t['wrt']}: rate {rate}"
+            if len(recs) > 1:
+                rates = ", ".join("-" if r["rate"] != r["rate"] else f"{r['rate']:.2f}"
+                                  for r in recs)
+                head += (f" (direction {t['direction'] + 1} of {len(recs)}" +
+                         ("" if show_all else
+                          f", the {'worst' if _input_status(recs) != 'ok' else 'lowest'}; "
+                          f"rates {rates}") + ")")
+            out.append(Line(f"\n{head}: {t['why']}", style="bold"))
+            out.append(_taylor_steps(t, show_all))
     out += _verdict(report)
     return out
+
+
+def _taylor_steps(t, show_all):
+    tab = _new_table(["h", "|f(x+hv) - f(x)|", "remainder", "rate", ""])
+    fitted = set(t.get("fitted", ()))
+    ks = range(len(t["h"]))
+    if not show_all:  # every 4th step and the fitted ones
+        ks = sorted(set(range(0, len(t["h"]), 4)) | fitted)
+    prev = None
+    for k in ks:
+        h, r1 = t["h"][k], t["remainder"][k]
+        local = "-"
+        if prev is not None and r1 > 0 and t["remainder"][prev] > 0:
+            local = f"{math.log(t['remainder'][prev] / r1) / math.log(t['h'][prev] / h):.2f}"
+        tab.add_row(f"{h:.2e}", _e(t["remainder_first"][k]), _e(r1), local,
+                    "fitted" if k in fitted else "")
+        prev = k
+    return tab
 
 
 def _fast_table(report):
@@ -479,10 +522,14 @@ def _verdict(report):
                         "too large for this function: try --eps-sweep)"))
     tail = None
     if report.taylor is not None:
-        text, word = _tally(np.array([t["status"] for t in report.taylor], dtype=object),
-                            "input", report)
+        per_input = _taylor_inputs(report)
+        text, word = _tally(np.array([_input_status(recs) for _, recs in per_input],
+                                     dtype=object), "input", report)
         text = text.replace("disagree", "do not converge at rate 2").replace(
             "agree", "converge at rate 2")
+        k = max((len(recs) for _, recs in per_input), default=1)
+        if k > 1:
+            text += f" along {k} random directions each"
         rates = [t["rate"] for t in report.taylor if t["rate"] == t["rate"]]
         tail = f"lowest rate {min(rates):.2f}" if rates else "remainders at rounding level"
     elif report.fast:

@@ -1262,14 +1262,27 @@ def _diag(x, diagonal=0):
 
 
 def _diag_vjp(g, out, x, diagonal=0):
-    if np.ndim(x) == 1:
+    if np.ndim(x) == 1 or np.shape(x)[0] == np.shape(x)[1]:
         return diag(g, diagonal)
-    n, m = np.shape(x)
-    if n == m:
-        return diag(g, diagonal)
-    k = np.size(out)
-    r = np.arange(k) + max(0, -diagonal)
-    return index_grad(g, (r, r + diagonal), (n, m))
+    return _on_diagonal(g, diagonal, np.shape(x))
+
+
+def _on_diagonal(v, diagonal, shape):
+    """An (n, m) matrix with vector v on its ``diagonal``, zeros elsewhere: diag(v, diagonal)
+    (square, k + |diagonal| on a side) cut or padded with zeros to (n, m), so the rule is
+    public ops (a printed derivative reads back)."""
+    n, m = shape
+    k = np.shape(v)[0]
+    if k == 0:
+        return broadcast_to(0 * sum_all(v), shape)
+    sq = diag(v, diagonal)
+    side = k + (diagonal if diagonal >= 0 else -diagonal)
+    r, c = min(side, n), min(side, m)   # the rows and columns past these are all zero
+    if (r, c) != (side, side):
+        sq = index(sq, (slice(None, r), slice(None, c)))
+    if (r, c) != (n, m):
+        sq = index_grad(sq, (slice(None, r), slice(None, c)), (n, m))
+    return sq
 
 
 def _tri(fn):
@@ -1528,12 +1541,8 @@ def _trace(x):
 
 def _trace_vjp(g, out, x):
     n, m = np.shape(x)
-    k = min(n, m)
-    d = broadcast_to(g, (k,))
-    if n == m:
-        return diag(d)
-    r = np.arange(k)
-    return index_grad(d, (r, r), (n, m))
+    d = broadcast_to(g, (min(n, m),))
+    return diag(d) if n == m else _on_diagonal(d, 0, (n, m))
 
 
 def _det(x):

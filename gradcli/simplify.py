@@ -53,6 +53,8 @@ class _Ops:
         self.index_grad = getattr(oplib, "index_grad", None)
         self.index = getattr(oplib, "index", None)
         self.stack = getattr(oplib, "stack", None)
+        self.stack_axis = getattr(oplib, "stack_axis", None)
+        self.flip = getattr(oplib, "flip", None)
 
 
 _OPS = None
@@ -492,8 +494,10 @@ def _permutation(b, op, x, params, shape, O):
 
 
 def _index_adjoint(b, g, key, shape, O):
-    """index_grad(g, key, shape), zeros with g at ``key``, as concats of g with zeros, for
-    keys of integers, step-1 slices, None and ``...``; None for other keys."""
+    """index_grad(g, key, shape), zeros with g at ``key``, in public ops, for keys of
+    integers, slices, None and ``...``: along an axis sliced with a step, g interleaved with
+    zeros (stack along a new axis, reshape; flipped first for a negative step); then
+    concats with zeros before and after.  None for other keys."""
     if O.concat is None or O.reshape is None:
         return None
     key = key if isinstance(key, tuple) else (key,)
@@ -501,7 +505,7 @@ def _index_adjoint(b, g, key, shape, O):
         i = key.index(Ellipsis)
         named = sum(1 for k in key if k is not None and k is not Ellipsis)
         key = key[:i] + (slice(None),) * (len(shape) - named) + key[i + 1:]
-    # g's shape per axis of the result (an integer's axis has length 1; None's is dropped)
+    # per axis of the result: (first, step, count) of the elements g fills
     spans = []
     axis = 0
     for k in key:
@@ -512,22 +516,37 @@ def _index_adjoint(b, g, key, shape, O):
         n = shape[axis]
         if isinstance(k, slice):
             start, stop, step = k.indices(n)
-            if step != 1:
+            count = len(range(start, stop, step))
+            if count == 0:
                 return None
-            spans.append((start, max(stop, start)))
+            if step != 1 and (O.stack_axis is None or O.flip is None or O.index is None):
+                return None
+            spans.append((start, step, count))
         elif isinstance(k, (int, np.integer)):
-            i = int(k) % n
-            spans.append((i, i + 1))
+            spans.append((int(k) % n, 1, 1))
         else:
             return None
         axis += 1
-    spans += [(0, n) for n in shape[len(spans):]]
-    inner = tuple(stop - start for start, stop in spans)
+    spans += [(0, 1, n) for n in shape[len(spans):]]
+    inner = tuple(count for _, _, count in spans)
     if int(np.prod(inner)) != g.size:
         return None
     x = g if g.shape == inner else b.apply(O.reshape, (g,), (inner,))
-    for ax, (start, stop) in enumerate(spans):
+    for ax, (start, step, count) in enumerate(spans):
         n = shape[ax]
+        if count == 1:
+            step = 1
+        if step < 0:  # the elements in increasing order, from the lowest one
+            x = b.apply(O.flip, (x,), (ax,))
+            start, step = start + (count - 1) * step, -step
+        if step != 1:  # count elements, step - 1 zeros after each but the last
+            cur = list(x.shape)
+            zeros = b.const(0.0, tuple(cur))
+            x = b.apply(O.stack_axis, (x,) + (zeros,) * (step - 1), (ax + 1,))
+            cur[ax] = count * step
+            x = b.apply(O.reshape, (x,), (tuple(cur),))
+            x = b.apply(O.index, (x,), ((slice(None),) * ax + (slice(None, (count - 1) * step + 1),),))
+        stop = start + (count - 1) * step + 1
         if (start, stop) == (0, n):
             continue
         parts = []

@@ -5,17 +5,18 @@ For each program, four ways to get the value and the gradient at every point:
     floor    NumPy by hand: the forward and the gradient written out, vectorised
     target   gradcli.batch: the batch kernel (every op batched, its VJP on the stack)
     info     the same kernel with this op forced point by point (the loop an op without a
-             batched rule gets; before this script's change, solve, einsum, outer, diag,
-             trace and conv with a varying kernel ran so)
-    info     a Python loop of gradcli.grad, one call per point (``--loop`` points timed,
-             scaled to N)
+             batched rule gets; solve, einsum, outer, diag, trace and conv with a varying
+             kernel ran so before they had batched rules)
+    info     a Python loop of gradcli.grad, one call per point
+The two loops are timed on the first ``--loop`` points and scaled to N (they are linear in
+the points).
 
 Each round runs them interleaved (``--repeat`` rounds; min and median reported, and their
 ratios to the floor measured in the same run).  Every result is checked against the floor.
 
 Run:
     python benchmarks/batch_ops.py                 # 10,000 points (~1 min)
-    python benchmarks/batch_ops.py --points 2000 --repeat 2 --loop 100
+    python benchmarks/batch_ops.py --points 2000 --repeat 2 --loop 200
 """
 from __future__ import annotations
 
@@ -150,8 +151,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--loop", type=int, default=300,
-                    help="points of the gradcli.grad loop (scaled to --points)")
+    ap.add_argument("--loop", type=int, default=1000,
+                    help="points of the two loops (scaled to --points)")
     args = ap.parse_args()
     n = args.points
     print(f"{n:,} points per batch; {args.repeat} rounds, interleaved; ratios to NumPy by "
@@ -166,20 +167,23 @@ def main():
             check(res, hand())
         floor = _bench.Series("NumPy by hand", floor=True)
         kern = _bench.Series("gradcli.batch")
-        loop_op = _bench.Series(f"batch, {op.name} looped", info=True)
-        loop_all = _bench.Series(f"gradcli.grad loop (x{n / args.loop:g})", info=True)
+        m = min(n, args.loop)
+        scale = n / m
+        loop_op = _bench.Series(f"batch, {op.name} looped (x{scale:.3g})", info=True)
+        loop_all = _bench.Series(f"gradcli.grad loop (x{scale:.3g})", info=True)
+        few = {k: v[:m] for k, v in pts.items()}
 
         def run_loop_op():
             with looped(op):
-                gradcli.batch(program, pts, fixed=fixed)
+                gradcli.batch(program, few, fixed=fixed)
 
         items = [(floor, hand), (kern, lambda: gradcli.batch(program, pts, fixed=fixed)),
                  (loop_op, run_loop_op),
-                 (loop_all, lambda: per_point(program, pts, fixed, args.loop))]
+                 (loop_all, lambda: per_point(program, pts, fixed, m))]
         for _, order in _bench.rotations(items, args.repeat):
             for series, fn in order:
                 dt, _ = _bench.timed(fn)
-                series.add(dt * (n / args.loop) if series is loop_all else dt)
+                series.add(dt * scale if series in (loop_op, loop_all) else dt)
         _bench.report(f"{title}: {program}", [floor, kern, loop_op, loop_all], floor)
         summary.append((title, kern.median / floor.median, loop_op.median / kern.median,
                         loop_all.median / kern.median))

@@ -1478,7 +1478,8 @@ def batch(program, points=None, /, *, wrt=None, grad=True, upstream=None, output
     ``keys()`` and ``[name]``, such as a pandas DataFrame); ``fixed`` holds bindings that are
     the same at every point.  The result is a :class:`BatchResult`: a dict of columns
     ``{output_name: values, "d_x": ..., ...}`` (each with the batch axis first), with
-    ``.value`` and ``.gradients`` as attributes.  ``grad=False`` evaluates only.
+    ``.value`` and ``.gradients`` as attributes, ``.warnings`` and ``.looped`` (the names of
+    the ops that ran point by point: custom ops).  ``grad=False`` evaluates only.
 
     It is a pure function of its chunk, so it maps over partitions as it is::
 
@@ -1497,6 +1498,7 @@ def batch(program, points=None, /, *, wrt=None, grad=True, upstream=None, output
     k.prepare(merged)
     res = k(merged)
     res.warnings = k.run_warnings()
+    res.looped = sorted(k.fallbacks)  # ops that ran point by point (custom ops)
     return res
 
 

@@ -144,3 +144,12 @@ def test_gates_are_the_only_loop(ops):
                                             "A": np.eye(3) * 4 + rng.random((3, 3))})
     kernel({"v": rng.random((5, 3))})
     assert kernel.fallbacks == {"Scale"}
+
+
+def test_batch_result_names_the_looped_ops(ops):
+    res = gradcli.batch("sum(Scale(v, w)) + sum(solve(A, v))", {"v": np.ones((2, 2))},
+                        fixed={"w": [1.0, 2.0], "A": [[2.0, 0], [0, 4]]}, ops=ops)
+    assert res.looped == ["Scale"]
+    np.testing.assert_allclose(res.value, [3 + 0.75, 3 + 0.75])
+    assert gradcli.batch("sum(solve(A, v))", {"v": np.ones((2, 2))},
+                         fixed={"A": [[2.0, 0], [0, 4]]}).looped == []

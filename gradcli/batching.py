@@ -359,8 +359,7 @@ class Kernel:
             for b in (sorted({0, B - 1}) if B and ok else ()):
                 ref = np.asarray(op.forward(*[x[b] if f else x for x, f in zip(xs, flags)],
                                             *node.params))
-                if ref.shape != y.shape[1:] or not np.allclose(
-                        y[b], ref, rtol=1e-10, atol=1e-12, equal_nan=True):
+                if ref.shape != y.shape[1:] or not _close(y[b], ref):
                     ok = False
                     break
             self._fns[key] = ok
@@ -822,10 +821,16 @@ def _agrees(got, reference, ks, B):
         if d is None or np.shape(d)[:1] != (B,):
             return False
         for b, ref in zip(probe, reference[k]):
-            if np.shape(d[b]) != np.shape(ref) or not np.allclose(
-                    d[b], ref, rtol=1e-10, atol=1e-12, equal_nan=True):
+            if np.shape(d[b]) != np.shape(ref) or not _close(d[b], ref):
                 return False
     return True
+
+
+def _close(a, b):
+    """Equal up to rounding: a batched rule may add in another order than the op's own."""
+    single = np.result_type(a) == np.float32 or np.result_type(b) == np.float32
+    rtol, atol = (1e-4, 1e-6) if single else (1e-10, 1e-12)
+    return np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
 
 
 def _shift_axis(axis):

@@ -294,3 +294,23 @@ def test_the_counter_sees_a_loop_over_points(monkeypatch):
     kernel({k: v[2 * B:] for k, v in pts.items()})
     assert counter.calls == {k: 2 * n for k, n in calls.items()}
     assert "solve" in kernel.fallbacks
+
+
+FIRSTS = {}
+for _op, _program, _varying in ALL:
+    if _op.partials is None:
+        FIRSTS.setdefault(_op, []).append((_program, _varying))
+SINGLE = [(op, p, v) for op, cases in FIRSTS.items() for p, v in cases[:2]]
+
+
+@pytest.mark.parametrize("op, program, varying", SINGLE,
+                         ids=[f"{op.name}/{op.arity}:{p}" for op, p, v in SINGLE])
+def test_float32_batches_stay_float32_and_batched(op, program, varying):
+    graph, pts, fixed = bindings(program, varying)
+    wide = batching.Kernel(graph, list(pts), fixed)(pts)
+    kernel = batching.Kernel(graph, list(pts), fixed, dtype="float32")
+    narrow = kernel(pts)
+    assert not kernel.fallbacks
+    for name in wide:
+        assert narrow[name].dtype == np.float32, name
+        np.testing.assert_allclose(narrow[name], wide[name], rtol=2e-3, atol=1e-3)

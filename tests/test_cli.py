@@ -670,11 +670,16 @@ def test_deeply_nested_parentheses(gc):
 
 
 def test_long_negation_chain():
-    expr = "-(" * 20000 + "x" + ")" * 20000
+    # Five times Python's recursion limit deep, so a recursive walk anywhere (parse, passes,
+    # the JSON of the nodes) would fail.  Not deeper: every node's text is its whole
+    # subexpression, so the JSON grows as the square of the depth (600 MB at 20,000).
+    depth = 5000
+    assert depth >= 5 * sys.getrecursionlimit()
+    expr = "-(" * depth + "x" + ")" * depth
     r = cli("grad", "--format", "json", "--", expr, "x=3")
     d = js(r)
     assert d["value"] == 3.0 and d["gradients"] == {"x": 1.0}
-    assert len(d["nodes"]) == 20001
+    assert len(d["nodes"]) == depth + 1
     r = cli("eval", "--format", "json", "--", "-" + expr, "x=3")
     assert js(r)["value"] == -3.0
 

@@ -237,7 +237,7 @@ SLOW_OP = '''
 import time
 class Slow:
     def forward(self, x):
-        time.sleep(0.002)
+        time.sleep(0.004)
         return x
     def backward(self, g):
         return [g]
@@ -267,14 +267,16 @@ def _run_with_terminal_stderr(gradcli_exe, tmp_path, *args, env=None):
 
 
 def test_progress_bar_only_on_a_terminal(gradcli_exe, tmp_path):
+    # 400 points of 4 ms each: every run takes 1.6 s, past the second after which a bar shows
+    # (so the runs that must show none would have shown one)
     (tmp_path / "slow.py").write_text(SLOW_OP)
-    args = ["grad", "--ops", "slow.py", "--sweep", "x=0:1:1500", "--chunk-size", "100",
+    args = ["grad", "--ops", "slow.py", "--sweep", "x=0:1:400", "--chunk-size", "50",
             "Slow(x) * 2"]
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     code, out, err = _run_with_terminal_stderr(gradcli_exe, tmp_path, *args,
                                                env={"NO_COLOR": ""} if "NO_COLOR" in env
                                                else None)
-    assert code == 0 and len(out.splitlines()) == 1501 and out.startswith("x,f,d_x\n")
+    assert code == 0 and len(out.splitlines()) == 401 and out.startswith("x,f,d_x\n")
     assert "points" in err and "batch" in err, repr(err)     # the bar, on the terminal
     for extra, env2 in ((["--quiet"], None), ([], {"NO_COLOR": "1"})):
         code, out, err = _run_with_terminal_stderr(gradcli_exe, tmp_path, *args[:1], *extra,

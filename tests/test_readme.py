@@ -67,6 +67,22 @@ def shell(cmd, cwd):
 
 TRANSCRIPTS = transcripts()
 
+# The transcripts run in the README's order on one pytest-xdist worker (--dist loadgroup): a
+# command may read what one before it wrote (descend --save then --resume, a .npz then the
+# batch that reads it).
+pytestmark = pytest.mark.xdist_group("readme")
+
+
+@pytest.fixture(scope="session")
+def scratch(tmp_path_factory):
+    """Where the transcripts' /tmp/... files go: this run's own directory, so two runs at once
+    (or another test run on the machine) never read or overwrite each other's files."""
+    return str(tmp_path_factory.mktemp("readme-tmp"))
+
+
+def own_tmp(text, scratch):
+    return re.sub(r"(?<![\w.])/tmp/", scratch + "/", text)
+
 
 def test_readme_has_transcripts():
     assert len(TRANSCRIPTS) >= 8
@@ -74,9 +90,9 @@ def test_readme_has_transcripts():
 
 
 @pytest.mark.parametrize("cmd, expected", TRANSCRIPTS, ids=[c[:40] for c, _ in TRANSCRIPTS])
-def test_console_example(cmd, expected):
-    p = shell(cmd, ROOT)
-    got = _clean((p.stderr + p.stdout).splitlines())
+def test_console_example(cmd, expected, scratch):
+    p = shell(own_tmp(cmd, scratch), ROOT)
+    got = _clean((p.stderr + p.stdout).replace(scratch + "/", "/tmp/").splitlines())
     assert got == _clean(expected), f"$ {cmd}\n--- stderr\n{p.stderr}--- stdout\n{p.stdout}"
     assert "Traceback" not in p.stderr
     code = 2 if any(line.startswith("error:") for line in expected) else \

@@ -1227,13 +1227,10 @@ def _vjp_einsum(g, out, xs, flags, params, ks, op):
     return res
 
 
-def _vjp_det(g, out, xs, flags, params, ks, op):
-    return {0: (g * out)[..., None, None] * np.swapaxes(np.linalg.inv(xs[0]), -1, -2)}
-
-
-def _vjp_inv(g, out, xs, flags, params, ks, op):
-    t = np.swapaxes(out, -1, -2)
-    return {0: -(t @ g @ t)}
+def _vjp_own_on_stacks(g, out, xs, flags, params, ks, op):
+    """The op's own VJPs, which take a stack of matrices as it is (det, inv, adjugate: NumPy's
+    linalg works on stacks), so the batch is one more stacked axis."""
+    return {k: op.vjps[k](g, out, *xs, *params) for k in ks}
 
 
 def _solve_kind(A, fA, b, fb):
@@ -1405,8 +1402,8 @@ def _rules():
         ("unsqueeze", _reshape_back), ("flip", _vjp_flip), ("cumsum", _vjp_cumsum),
         ("tril", _vjp_tri(np.tril)), ("triu", _vjp_tri(np.triu)), ("concat", _vjp_concat),
         ("stack_axis", _vjp_stack_axis), ("diag", _vjp_diag), ("trace", _vjp_trace),
-        ("outer", _vjp_outer), ("einsum", _vjp_einsum), ("det", _vjp_det),
-        ("inv", _vjp_inv), ("solve", _vjp_solve)] + [(name, _vjp_conv) for name in _CONVS]
+        ("outer", _vjp_outer), ("einsum", _vjp_einsum), ("det", _vjp_own_on_stacks),
+        ("inv", _vjp_own_on_stacks), ("adjugate", _vjp_own_on_stacks), ("solve", _vjp_solve)] + [(name, _vjp_conv) for name in _CONVS]
     for name, rule in rules:
         op = getattr(oplib, name, None)
         if isinstance(op, oplib.Op) and op.partials is None:

@@ -9,7 +9,8 @@ For each program, four ways to get the value and the gradient at every point:
              kernel ran so before they had batched rules)
     info     a Python loop of gradcli.grad, one call per point
 The two loops are timed on the first ``--loop`` points and scaled to N (they are linear in
-the points).
+the points).  Last, a custom op (a gate, which runs point by point by design): the kernel's
+loop now against the engine's per-point calls it made before.
 
 Each round runs them interleaved (``--repeat`` rounds; min and median reported, and their
 ratios to the floor measured in the same run).  Every result is checked against the floor.
@@ -147,6 +148,67 @@ def check(res, want):
         np.testing.assert_allclose(res.gradients[k], g, rtol=1e-8, atol=1e-10)
 
 
+def _engine_forward_all(graph, node, xs, flags, B, dtype):
+    """The custom-op loop as it was: the engine's gate_forward at each point, then a stack."""
+    from gradcli import engine
+
+    insts, outs = [], []
+    for b in range(B):
+        inst, out = engine.gate_forward(graph, node, [x[b] if f else x
+                                                      for x, f in zip(xs, flags)], dtype)
+        insts.append(inst)
+        outs.append(out)
+    return insts, np.stack(outs)
+
+
+def _engine_backward_all(graph, node, insts, g, xs, flags, ks, B):
+    from gradcli import engine
+
+    per = [engine.gate_backward(graph, node, insts[b], g[b],
+                                [x[b] if f else x for x, f in zip(xs, flags)])
+           for b in range(B)]
+    return {k: np.stack([p[k] for p in per]) for k in ks}
+
+
+@contextlib.contextmanager
+def engine_gate_loop():
+    saved = batching._gate_forward_all, batching._gate_backward_all
+    batching._gate_forward_all, batching._gate_backward_all = (_engine_forward_all,
+                                                               _engine_backward_all)
+    try:
+        yield
+    finally:
+        batching._gate_forward_all, batching._gate_backward_all = saved
+
+
+def gates(n, repeat):
+    """A custom op: still a loop over points (gates keep state), the loop made cheaper."""
+    ops = gradcli.load_ops(str(_bench.REPO / "examples" / "gates.py"))
+    program = "MultiplyGate(x, y) + x"
+    rng = np.random.default_rng(1)
+    pts = {"x": rng.standard_normal(n), "y": rng.standard_normal(n)}
+    graph = gradcli.compile(program, ops)
+    res = gradcli.batch(graph, pts)
+    with engine_gate_loop():
+        old = gradcli.batch(graph, pts)
+    for k in res:
+        np.testing.assert_array_equal(res[k], old[k])
+    np.testing.assert_allclose(res["d_x"], pts["y"] + 1)
+    now = _bench.Series("gradcli.batch (the loop now)", floor=True)
+    before = _bench.Series("engine calls per point (before)")
+
+    def run_before():
+        with engine_gate_loop():
+            gradcli.batch(graph, pts)
+
+    items = [(now, lambda: gradcli.batch(graph, pts)), (before, run_before)]
+    for _, order in _bench.rotations(items, repeat):
+        for series, fn in order:
+            series.add(_bench.timed(fn)[0])
+    _bench.report(f"custom op, {n:,} points: {program}", [now, before], now)
+    return before.median / now.median
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=10_000)
@@ -187,9 +249,11 @@ def main():
         _bench.report(f"{title}: {program}", [floor, kern, loop_op, loop_all], floor)
         summary.append((title, kern.median / floor.median, loop_op.median / kern.median,
                         loop_all.median / kern.median))
+    gate_ratio = gates(n, args.repeat)
     print("\nsummary (medians):  batch / NumPy   op looped / batch   grad loop / batch")
     for title, a, b, c in summary:
         print(f"  {title:<20} {a:10.2f}x {b:15.1f}x {c:17.0f}x")
+    print(f"  custom op loop: before / now {gate_ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1552,7 +1552,39 @@ def _det(x):
 
 def _inv(x):
     _square(x, "inv")
-    return np.linalg.inv(x)
+    try:
+        return np.linalg.inv(x)
+    except np.linalg.LinAlgError:
+        raise ValueError(_singular("inv", x, "has no inverse")) from None
+
+
+def _singular(name, x, what):
+    s = np.shape(x)
+    which = "the matrix is" if len(s) == 2 else "a matrix of the stack is"
+    return f"{which} singular (shape {s}): it {what}"
+
+
+def _others_product(s):
+    """prod over j != i of s[..., j], for each i, without dividing (zeros welcome)."""
+    one = np.ones_like(s[..., :1])
+    left = np.cumprod(np.concatenate([one, s[..., :-1]], axis=-1), axis=-1)
+    right = np.flip(np.cumprod(np.concatenate([one, np.flip(s[..., 1:], -1)], axis=-1),
+                               axis=-1), -1)
+    return left * right
+
+
+def _adjugate(x):
+    """adj(x) = det(x) inv(x), by the SVD (x = U S V^H: adj = det(U) det(V^H) V diag(prod of
+    the other singular values) U^H), so finite and exact at singular matrices too."""
+    _square(x, "adjugate")
+    x = np.asarray(x)
+    n = x.shape[-1]
+    if n == 0:
+        return np.array(x, dtype=np.result_type(x, np.float64))
+    u, sv, vh = np.linalg.svd(x)
+    phase = np.linalg.det(u) * np.linalg.det(vh)
+    v, uh = np.conj(np.swapaxes(vh, -1, -2)), np.conj(np.swapaxes(u, -1, -2))
+    return phase[..., None, None] * ((v * _others_product(sv)[..., None, :]) @ uh)
 
 
 def _is_vector_rhs(a, b):
@@ -1567,16 +1599,41 @@ def _solve(a, b):
         if np.shape(b)[-1] != n:
             raise ValueError(f"A has shape {np.shape(a)} but b has shape {np.shape(b)}; "
                              f"b's length must be {n}")
-        return np.linalg.solve(a, np.asarray(b)[..., None])[..., 0]
+        return _solved(a, np.asarray(b)[..., None])[..., 0]
     if np.ndim(b) < 2 or np.shape(b)[-2] != n:
         raise ValueError(f"A has shape {np.shape(a)} but B has shape {np.shape(b)}; "
                          f"B's second-to-last axis must be {n}")
-    return np.linalg.solve(a, b)
+    return _solved(a, b)
+
+
+def _solved(a, b):
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        raise ValueError("A: " + _singular("solve", a, "gives no unique solution")) from None
 
 
 def _det_vjp(g, out, x):
-    s = np.shape(out) + (1, 1)
-    return reshape(g * out, s) * _swap(inv(x))
+    # the cofactor matrix, transpose(adjugate(x)): det(x) * transpose(inv(x)) where x is
+    # invertible, and its limit (finite, exact) where it is not
+    a = _swap(adjugate(x))
+    return a if np.shape(out) == () and _is_one(g) else reshape(g, np.shape(out) + (1, 1)) * a
+
+
+def _is_one(g):
+    return isinstance(g, (int, float)) and g == 1
+
+
+def _adjugate_vjp(g, out, x):
+    n = np.shape(x)[-1]
+    if n <= 1:  # adj of a 1 x 1 matrix is [[1]]
+        return 0 * g
+    if n == 2:  # adj is linear, [[d, -b], [-c, a]]: its VJP is adj(g), at any x
+        return adjugate(g)
+    # d adj[E] = (tr(adj E) adj - adj E adj) / det: needs det(x) != 0
+    t = _swap(out)
+    inner = sum_all(g * out, (-2, -1), True)
+    return (inner * t - t @ g @ t) / reshape(det(x), np.shape(x)[:-2] + (1, 1))
 
 
 def _inv_vjp(g, out, x):
@@ -1604,8 +1661,16 @@ trace = defop("trace", _trace, arity=1, vjps=(_trace_vjp,), torch="torch.trace(x
               batch=lambda fwd, flags, ndims, params: lambda x: np.trace(x, axis1=1, axis2=2),
               doc="the sum of a matrix's diagonal")
 det = defop("det", _det, arity=1, vjps=(_det_vjp,), batch=B_SAME,
-            formulas=("g * det(x) * transpose(inv(x))",), domain="x invertible (for the gradient)",
+            formulas=("g * transpose(adjugate(x)) (= g * det(x) * transpose(inv(x)), and "
+                      "finite at singular x)",),
             torch="torch.linalg.det(x)", doc="determinant (of a matrix or a stack of them)")
+adjugate = defop("adjugate", _adjugate, arity=1, vjps=(_adjugate_vjp,), batch=B_SAME,
+                 formulas=("(sum(g * adj) * transpose(adj) - transpose(adj) @ g @ "
+                           "transpose(adj)) / det(x); adjugate(g) for 2 x 2",),
+                 domain="x invertible for the gradient (any x for 1 x 1 and 2 x 2)",
+                 torch="torch.linalg.det(x)[..., None, None] * torch.linalg.inv(x)",
+                 doc="det(x) * inv(x), also at singular x (by the SVD): det's gradient is "
+                     "its transpose")
 inv = defop("inv", _inv, arity=1, vjps=(_inv_vjp,), batch=B_SAME,
             formulas=("-transpose(inv(x)) @ g @ transpose(inv(x))",), domain="x invertible",
             torch="torch.linalg.inv(x)", doc="matrix inverse (of a matrix or a stack of them)")

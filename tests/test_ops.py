@@ -446,7 +446,16 @@ def _einsum_linalg_cases():
                           ("solve", "solve(M, u)", {"M": M, "u": u}),
                           ("solve", "solve(M, A)", {"M": M, "A": A}),
                           ("solve", "solve(S, A)", {"S": S, "A": A}),
-                          ("solve", "solve(S, S[0])", {"S": S})]:
+                          ("solve", "solve(S, S[0])", {"S": S}),
+                          # singular matrices: det's gradient is the cofactor matrix
+                          ("det", "det(P) * c", {"P": [[1.0, 2.0], [2.0, 4.0]], "c": 0.7}),
+                          ("det", "det(R)", {"R": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0],
+                                                   [7.0, 8.0, 9.0]]}),
+                          ("det", "det(Z)", {"Z": np.zeros((3, 3))}),
+                          ("adjugate", "adjugate(M)", {"M": M}),
+                          ("adjugate", "adjugate(S)", {"S": S}),
+                          ("adjugate", "adjugate(P)", {"P": [[1.0, 2.0], [2.0, 4.0]]}),
+                          ("adjugate", "adjugate(Q)", {"Q": [[0.7]]})]:
         op = oplib.CALLABLE[(name, 1)] if (name, 1) in oplib.CALLABLE else \
             oplib.CALLABLE[(name, 2)]
         expr, bind = _weighted(text, rng, b)

@@ -1196,7 +1196,9 @@ def _einsum(ins, out, xs):
             parts.append(np.reshape(x, tuple(x.shape[lined.index(c)] if c in lined else 1
                                              for c in out)))
         return np.multiply(parts[0], parts[1])
-    return np.einsum(",".join(ins) + "->" + out, *xs, optimize=len(xs) > 1)
+    # NumPy's optimize pays for three operands or more (the order of the contractions); for
+    # two its batched-matmul route is several times slower here than the plain C loop
+    return np.einsum(",".join(ins) + "->" + out, *xs, optimize=len(xs) > 2)
 
 
 def _fwd_einsum(op, flags, ndims, params):

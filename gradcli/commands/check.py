@@ -56,6 +56,10 @@ from ..cliutil import (Command, configure_terminal, emit, library_for, load_prog
                    ".npy/.npz, as grad --batch): one row per point (csv, or json: JSON "
                    "Lines), the verdict on stderr, exit 1 if any point disagrees.")
 @click.option("--all", "show_all", is_flag=True, help="List every element in the table.")
+@click.option("--results", "results", type=click.Choice(["all", "problems"]), default="all",
+              show_default=True,
+              help="json/csv: a record for every element, or only for those that fail or "
+                   "sit at a kink (JSON counts the others in \"omitted\").")
 @click.option("--html", "html_file", metavar="FILE",
               help="Also write the check as a step-through page (as gradcli show): failing "
                    "nodes red with the blame, kinks orange with their one-sided slopes.")
@@ -68,8 +72,8 @@ from ..cliutil import (Command, configure_terminal, emit, library_for, load_prog
 def command(args, program_file, ops_files, values_file, output, dtype, debug, wrt, method,
             eps, atol, rtol, jacobian, fast, projections, seed, strict, sweep, taylor,
             directions, local,
-            one_at_a_time, order, batch_file, show_all, html_file, render_file, fmt, color,
-            width):
+            one_at_a_time, order, batch_file, show_all, results, html_file, render_file,
+            fmt, color, width):
     """Compare the reverse-mode gradient with finite differences, element by element.
 
     Exit 0 when every element agrees (kinks, where an op is not differentiable, only note
@@ -86,6 +90,8 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
       gradcli check --taylor 'sum(sin(W @ x))' W=[[1,2],[3,4]] x=[1,2]
     """
     configure_terminal(color, width)
+    import numpy as np
+
     from .. import gradcheck, localcheck
     from ..parse import parse
 
@@ -97,6 +103,9 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
     if directions is not None and not taylor:
         raise click.UsageError("--directions N is the number of random directions of "
                                "--taylor; give --taylor too (--fast takes --projections N)")
+    if results != "all" and fmt not in ("json", "csv"):
+        raise click.UsageError(f"--results {results}: for --format json or csv (the table "
+                               f"shows failures in full; --all lists every element)")
     library = library_for(ops_files)
     if not args and program_file is None:
         if not ops_files:
@@ -106,7 +115,8 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
             ("--fast", fast), ("--strict", strict), ("--eps-sweep", sweep),
             ("--values", values_file), ("--output", output), ("--dtype", dtype != "float64"),
             ("--taylor", taylor), ("--local", local), ("--one-at-a-time", one_at_a_time),
-            ("--all", show_all), ("--order", order != 1), ("--batch", batch_file is not None), ("--html", html_file is not None),
+            ("--all", show_all), ("--order", order != 1), ("--batch", batch_file is not None),
+            ("--results", results != "all"), ("--html", html_file is not None),
             ("--render", render_file is not None),
             (f"--format {fmt}", fmt not in ("table", "json", "csv"))) if on]
         if given:
@@ -120,6 +130,7 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
                      seed=seed, strict=strict, local=local, fmt=fmt, others=(
                          ("--jacobian", jacobian), ("--fast", fast), ("--eps-sweep", sweep),
                          ("--taylor", taylor), ("--order", order != 1), ("--all", show_all),
+                         ("--results", results != "all"),
                          ("--html", html_file is not None),
                          ("--render", render_file is not None)))
     else:
@@ -145,7 +156,13 @@ def command(args, program_file, ops_files, values_file, output, dtype, debug, wr
     if report.kinked and not report.failed and not strict:
         note("note: some elements are at kinks (points where an op is not differentiable); "
              "they do not fail the check (--strict makes them)")
-    emit(fmt, kind, report, show_all=show_all)
+    if results == "problems" and kind == "check":
+        left = sum(int(np.count_nonzero(ic.status == "ok")) for ic in report.inputs)
+        if left:
+            note(f"note: --results problems: the {left:,} passing elements have no record "
+                 f"(--results all lists them)")
+    emit(fmt, kind, report, show_all=show_all,
+         **({"results": results} if fmt in ("json", "csv") else {}))
     sys.exit(0 if report.ok else 1)
 
 

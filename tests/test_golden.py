@@ -58,7 +58,8 @@ def _runner():
 
 
 def render(args):
-    r = _runner().invoke(main, args, env={"NO_COLOR": "1"})
+    # no width from the environment (pytest-xdist's workers have COLUMNS=80): unlimited
+    r = _runner().invoke(main, args, env={"NO_COLOR": "1", "COLUMNS": None, "LINES": None})
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
     text = f"$ gradcli {shlex.join(args)}\n{r.stderr}{r.stdout}[exit {r.exit_code}]\n"
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"

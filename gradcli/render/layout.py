@@ -120,7 +120,7 @@ def clip_balanced(text, limit):
     return ELLIPSIS
 
 
-_AFTER = set("([{,;:")        # a line may end after these
+_AFTER = set("([{,;:.")       # a line may end after these
 _BEFORE = set("+-*/@=<>|")    # or begin with these
 
 
@@ -131,16 +131,18 @@ def _break_at(line, pos, end, spans):
     def inside(j):
         return any(s < j < e for s, e in spans)
 
-    fold = None
+    fold = last = None
     for j in range(end, pos, -1):
         if inside(j):
             continue
         if line[j - 1] in _AFTER or line[j] in _BEFORE:
             return j
-        if fold is None:
-            fold = j
-    if fold is not None:
-        return fold
+        if fold is None and not (line[j].isdigit() or line[j - 1].isdigit()):
+            fold = j  # log10 stays whole: its 0 would read as a number
+        if last is None:
+            last = j
+    if fold is not None or last is not None:
+        return fold if fold is not None else last
     return next((e for s, e in spans if s <= pos < e), end)
 
 
@@ -282,21 +284,24 @@ def plan(t, limit):
             if sum(wide) <= room:  # every word whole (up to 16 characters) when it fits
                 floors = wide
             return _Plan(keep, digits, _fit(natural, sub, limit, floors=floors), cells)
-    return _Plan(everything, DIGITS, records=True)
+    return _record_plan(t, limit)
+
+
+_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 
 
 def _note(t, p, limit):
     """What the fitted table leaves out or shortens, as a dim line (or none)."""
     said = []
-    if p.digits != DIGITS:
-        said.append(f"numbers to {p.digits} significant digits")
+    if p.digits != DIGITS:  # in words: a note has no numbers to mistake for the table's
+        said.append(f"numbers to {_WORDS.get(p.digits, p.digits)} significant digits")
     left = [t.columns[k][0] for k in range(len(t.columns)) if k not in p.keep]
     if left:
         said.append("without the " + " and ".join(left)
                     + (" columns" if len(left) > 1 else " column"))
     if not said:
         return []
-    text = f"(fitted to {limit} columns: {', '.join(said)})"
+    text = f"(fitted to the width: {', '.join(said)})"
     return [[(piece, "dim")] for piece in _wrap(text, limit)]
 
 
@@ -304,7 +309,7 @@ def _layout(t, limit):
     """The table as lines of (text, style) pieces: header, rule, rows; fitted to ``limit``."""
     p = plan(t, limit)
     if p.records:
-        return _records(t, limit)
+        return _records(t, p, limit)
     heads = [t.columns[k][0] for k in p.keep]
     just = [t.columns[k][1] for k in p.keep]
     widths = p.widths
@@ -337,26 +342,42 @@ def _layout(t, limit):
     return lines + _note(t, p, limit)
 
 
-def _records(t, limit):
+_INDENT = 2
+
+
+def _record_room(t, limit):
+    """(width of the column names, width of the values, values beside the names?)"""
+    heads = [name for name, _ in t.columns]
+    keys = max(1, min(t.keys, len(heads)))
+    label = min(max((len(h) for h in heads[keys:]), default=0), max(14, limit // 3))
+    room = limit - _INDENT - label - 2
+    if room >= 12:
+        return label, room, True
+    return label, limit - 2 * _INDENT, False
+
+
+def _record_plan(t, limit):
+    """Records: every column, numbers in as many digits as the values' width holds."""
+    everything = list(range(len(t.columns)))
+    heads = [name for name, _ in t.columns]
+    _, room, _ = _record_room(t, limit)
+    for digits in (DIGITS,) + (SHORTER if t.has_numbers else ()):
+        cells = _cells(t, everything, digits)
+        if max(_floors(heads, cells, [room] * len(heads)), default=0) <= room:
+            break
+    return _Plan(everything, digits, cells=cells, records=True)
+
+
+def _records(t, p, limit):
     """The table as records, for a width too narrow for its columns: per row its key cells
     on a line (bold), then ``column  value`` lines, the value wrapped beside the column's
     name (a long name wraps too; both go under each other when even that is too narrow);
     rows apart by an empty line."""
     heads = [name for name, _ in t.columns]
     keys = max(1, min(t.keys, len(heads)))
-    indent = 2
-    label = min(max((len(h) for h in heads[keys:]), default=0), max(14, limit // 3))
-    room = limit - indent - label - 2
-    beside = room >= 12
-    if not beside:
-        room = limit - 2 * indent
-    digits = DIGITS
-    if t.has_numbers:
-        for digits in (DIGITS,) + SHORTER:
-            cells = _cells(t, range(len(heads)), digits)
-            if max(_floors(heads, cells, [room] * len(heads))) <= room:
-                break
-    cells = _cells(t, range(len(heads)), digits)
+    indent = _INDENT
+    label, room, beside = _record_room(t, limit)
+    digits, cells = p.digits, p.cells
     names = {k: _wrap(heads[k], label) for k in range(keys, len(heads))}
     lines = []
     for n, (row, raw) in enumerate(zip(cells, t.rows)):
@@ -379,17 +400,21 @@ def _records(t, limit):
             else:
                 lines.extend([(" " * indent + name, "dim")] for name in names[k])
                 lines.extend([(" " * 2 * indent, None), (v, style)] for v in values)
-    if digits != DIGITS:
-        text = f"(fitted to {limit} columns: numbers to {digits} significant digits)"
-        lines += [[(piece, "dim")] for piece in _wrap(text, limit)]
-    return lines + [[("", None)]]  # apart from what follows
+    return lines + _note(t, p, limit) + [[("", None)]]  # apart from what follows
 
 
 def _line_texts(item, limit):
     """A line between tables as display lines: wrapped at spaces to ``limit``."""
     out = []
     for line in str(item).rstrip().split("\n"):
-        out.extend(_wrap(line, limit) if limit else [line])
+        if not limit or len(line) <= limit:
+            out.append(line)
+            continue
+        body = line.lstrip(" ")
+        indent = line[:len(line) - len(body)]
+        if len(indent) > limit // 2:
+            indent = ""
+        out.extend(indent + piece for piece in _wrap(body, limit - len(indent)))
     return out
 
 

@@ -59,8 +59,12 @@ def _formula(op, k, labels):
 
 
 def _cell(v):
-    """A traced value for a cell (a :class:`Cell` of numbers): as ``fmt.array`` prints it,
-    for an array or a Peek."""
+    """A traced value as text: as ``fmt.array`` prints it, for an array or a Peek."""
+    return _cell_parts(v).text()
+
+
+def _cell_parts(v):
+    """:func:`_cell` as a :class:`Cell` of numbers (a table may print them shorter)."""
     from ..engine import Peek
 
     if not isinstance(v, Peek):
@@ -80,7 +84,13 @@ _FAN_SHOWN = 6
 
 
 def _fan_in(graph, into, j):
-    """``2 (via a) + 3 (via b) = 5`` for a value that fans out to several nodes."""
+    """``2 (via a) + 3 (via b) = 5`` for a value that fans out to several nodes (text)."""
+    parts = _fan_parts(graph, into, j)
+    return None if parts is None else parts.text()
+
+
+def _fan_parts(graph, into, j):
+    """:func:`_fan_in` as a :class:`Cell` of numbers, or None."""
     parts = sorted(into.get(j, []), key=lambda p: p[:2])
     if len(parts) < 2:
         return None
@@ -93,7 +103,7 @@ def _fan_in(graph, into, j):
     for n, (i, k, d) in enumerate(parts):
         if hidden and n == _FAN_SHOWN - 2:
             text += f" + … ({hidden} more)"
-        term = _cell(d)
+        term = _cell_parts(d)
         if n and term.startswith("-") and np.ndim(d) == 0:
             text += Cell([" - ", Num(-float(d))])
         else:
@@ -115,7 +125,7 @@ def gradients(res, **options):
                 continue
             t.add_row(str(i), graph.label(i), fmt.array_parts(res.values[i]), "—", "", "")
             continue
-        fan = _fan_in(graph, tr.into, i)
+        fan = _fan_parts(graph, tr.into, i)
         up = fmt.array_parts(g)
         if fan:
             up = fan + " = " + up
@@ -129,7 +139,7 @@ def gradients(res, **options):
             d = tr.down[i][k]
             local = tr.local[i][k]
             if local is not None:
-                lv = _cell(local)
+                lv = _cell_parts(local)
                 rule = _formula(node.op, k, labels)
                 locs.append(f"∂/∂{_paren(labels[k])} = {rule}"
                             + ("" if rule == lv else " = " + lv))
@@ -137,10 +147,10 @@ def gradients(res, **options):
                     downs.append(Cell([f"→ {labels[k]}: ", Num(g), " × ", lv, " = ",
                                        Num(d)]))
                 else:
-                    downs.append(f"→ {labels[k]}: " + _cell(d))
+                    downs.append(f"→ {labels[k]}: " + _cell_parts(d))
             else:
                 locs.append(f"{labels[k]} gets {_formula(node.op, k, labels)}")
-                downs.append(f"→ {labels[k]}: " + _cell(d))
+                downs.append(f"→ {labels[k]}: " + _cell_parts(d))
         t.add_row(str(i), graph.label(i), fmt.array_parts(res.values[i]), up,
                   Cell.join("\n", locs), Cell.join("\n", downs))
     out = [t]
@@ -150,7 +160,7 @@ def gradients(res, **options):
     variables = graph.variables
     for name, grad in res.gradients.items():
         i = variables.get(name, graph.names.get(name))  # an input, even if reassigned
-        fan = _fan_in(graph, tr.into, i)
+        fan = _fan_parts(graph, tr.into, i)
         value = fmt.array_parts(grad, small=64)
         g.add_row(name, fmt.shape_text(grad.shape), fan + " = " + value if fan else value)
     if res.gradients:

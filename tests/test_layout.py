@@ -174,3 +174,64 @@ def test_terminal_narrower_than_the_table_keeps_colour_and_fits(gradcli_exe, tmp
     assert plain == piped                          # the same layout, only coloured
     never = _terminal(gradcli_exe, tmp_path, ["grad", "--color", "never", *SOFTMAX], 80)
     assert not ANSI.search(never) and never == piped
+
+
+# ---------------------------------------------------------------- narrow: numbers whole
+
+@pytest.mark.parametrize("line, width, want", [
+    # a number is never split, with its brackets and comma: the line breaks before it
+    ("[-0.000911051, 0.000911051]", 14, ["[-0.000911051,", "0.000911051]"]),
+    ("→ W: [[-0.000911051, -0.0018221]]", 16, ["→ W:", "[[-0.000911051,", "-0.0018221]]"]),
+    # a word too long breaks after a bracket or comma, or before an operator
+    ("log(softmax(W", 10, ["log(", "softmax(W"]),
+    ("t*log(softmax(W@x))", 8, ["t*log(", "softmax(", "W@x))"]),
+    ("x+y*z+w", 4, ["x+y", "*z+w"]),
+    ("torch.nn.functional.conv2d(x,", 12, ["torch.nn.", "functional.", "conv2d(x,"]),
+    # a fold with no such point never cuts next to a digit (log10 must not read as log1 0)
+    ("abclog10xyz", 6, ["abclo", "g10xyz"]),
+    # a number wider than the column overflows whole rather than split
+    ("-0.000911466", 8, ["-0.000911466"]),
+])
+def test_wrap_keeps_numbers_whole_and_breaks_text_at_sensible_points(line, width, want):
+    assert layout._wrap(line, width) == want
+
+
+def test_numbers_shorten_from_their_own_values_not_from_the_printed_text():
+    from gradcli.render.text import Num
+
+    # 0.12344999... prints 0.12345 in 6 digits; rounded again to 4 it would be 0.1235,
+    # but from its value it is 0.1234
+    v = -0.1234499999
+    t = layout.Table(*[(c, "right") for c in "abcd"])
+    t.add_row(*[Num(v)] * 4)
+    assert Num(v).text() == "-0.12345"
+    assert layout.plan(t, 41).digits == 6          # 4 columns of 8 and 3 gaps of 3 fit
+    p = layout.plan(t, 40)
+    assert p.digits == 4 and not p.records
+    text = layout.plain([t], 40)
+    assert text.splitlines()[2].split() == ["-0.1234"] * 4
+    assert "numbers to four significant digits" in text.replace("\n", " ")
+
+
+def test_optional_columns_go_first_then_rows_become_records():
+    from gradcli.render.text import Num
+
+    t = layout.Table("key", "note", ("value", "right"), optional=("note",), keys=1)
+    t.add_row("alpha", "a long remark about this row " * 2, Num(3.14159265))
+    assert layout.plan(t, 24).keep == [0, 1, 2]    # the note wraps at its words
+    narrow = layout.plain([t], 20)                 # it does not fit: left out
+    assert narrow.splitlines()[0].split() == ["key", "value"]
+    assert "3.142" in narrow and "remark" not in narrow
+    assert "without the note column" in narrow.replace("\n", " ")
+    t2 = layout.Table("key", *[f"c{k}" for k in range(8)])
+    t2.add_row("row", *["word" * 3] * 8)
+    lines = layout.plain([t2], 40).splitlines()
+    assert lines[0] == "row" and lines[1].split() == ["c0", "wordwordword"]
+    assert all(len(line) <= 40 for line in lines)
+
+
+def test_lines_between_tables_wrap_at_spaces_with_their_indent():
+    text = layout.plain([layout.Line("  kink at x: " + "word " * 20 + "0.000911466")], 30)
+    lines = text.splitlines()
+    assert all(len(line) <= 30 and line.startswith("  ") for line in lines)
+    assert lines[-1].endswith("0.000911466")

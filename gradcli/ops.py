@@ -1438,18 +1438,18 @@ def einsum_terms(subscripts):
             raise ValueError(f"einsum subscripts {subscripts!r}: a term has {what}; "
                              f"terms are letters and at most one '...', as in 'ij,jk->ik'")
     ins = [t.replace("...", ".") for t in terms]
-    for k, t in enumerate(ins):
-        letters = t.replace(".", "")
-        if len(set(letters)) != len(letters):
-            raise ValueError(f"einsum subscripts {subscripts!r}: operand {k + 1} repeats a "
-                             f"letter ({terms[k]!r}); use diag or trace for diagonals")
     out = rhs.replace("...", ".") if arrow else None
     if out is not None:
         used = set("".join(ins))
-        for c in out.replace(".", ""):
+        letters = out.replace(".", "")
+        for c in letters:
             if c not in used:
                 raise ValueError(f"einsum subscripts {subscripts!r}: the output letter {c!r} "
                                  f"is in no operand")
+        if len(set(letters)) != len(letters):
+            raise ValueError(f"einsum subscripts {subscripts!r}: the output repeats a letter "
+                             f"({rhs!r}); a letter repeated in an operand ('ii->i') takes a "
+                             f"diagonal, but the output names each axis once")
     return ins, out
 
 
@@ -1475,7 +1475,12 @@ def _einsum_explicit(subscripts, xs):
     for k, (t, x) in enumerate(zip(ins, xs)):
         e = np.ndim(x) - len(t.replace(".", ""))
         t = t.replace(".", ell[n_ell - e:] if e else "")
-        for c, n in zip(t, np.shape(x)):
+        for j, (c, n) in enumerate(zip(t, np.shape(x))):
+            first = t.index(c)
+            if first < j and np.shape(x)[first] != n:  # 'ii': a diagonal, of a square
+                raise ValueError(f"operand {k + 1} repeats subscript {c!r} over axes of "
+                                 f"lengths {np.shape(x)[first]} and {n} (shape "
+                                 f"{np.shape(x)}): a diagonal needs them equal")
             if c in sizes and sizes[c][0] != n and 1 not in (n, sizes[c][0]):
                 raise ValueError(f"subscript {c!r} is {sizes[c][0]} long in operand "
                                  f"{sizes[c][1]} but {n} in operand {k + 1}")
@@ -1505,10 +1510,14 @@ class _EinsumVjps:
             target = ins[k]
             others = [ins[j] for j in range(len(xs)) if j != k]
             seen = set(outs).union(*others) if others else set(outs)
-            keep = "".join(c for c in target if c in seen)
+            uniq = "".join(dict.fromkeys(target))
+            keep = "".join(c for c in uniq if c in seen)
             spec = ",".join([outs] + others) + "->" + keep
             r = einsum(g, *[xs[j] for j in range(len(xs)) if j != k], spec)
             shape = np.shape(xs[k])
+            if uniq != target:  # a letter repeated in x_k ('ii'): r goes on the diagonal
+                r = _einsum_diagonal(r, keep, target, shape, ins + [outs])
+                return sum_to(r, shape) if np.shape(r) != shape else r
             if keep != target:  # letters summed inside x_k alone: broadcast g back over them
                 mid = tuple(n if c in keep else 1 for c, n in zip(target, shape))
                 r = broadcast_to(reshape(r, mid), shape)
@@ -1516,6 +1525,31 @@ class _EinsumVjps:
                 r = sum_to(r, shape)
             return r
         return vjp
+
+
+def _einsum_diagonal(r, keep, target, shape, terms):
+    """The array of ``shape`` (subscripts ``target``, a letter repeated) that holds r
+    (subscripts ``keep``) on its diagonals, zeros off them, and r broadcast over the letters
+    not in ``keep``: diag(r) for 'ii', else an einsum of r with identity matrices."""
+    size = {c: n for c, n in zip(target, shape)}
+    if len(target) == 2 and keep == target[0]:
+        return diag(r)
+    used = set("".join(terms))
+    free = iter(c for c in _LETTERS if c not in used)
+    subs, operands, names = [keep], [r], []
+    for c in target:
+        if c in names:
+            f = next(free)
+            subs.append(c + f)
+            operands.append(np.eye(size[c], dtype=getattr(r, "dtype", np.float64)))
+            names.append(f)
+        else:
+            names.append(c)
+    for c in dict.fromkeys(target):
+        if c not in keep:
+            subs.append(c)
+            operands.append(np.ones(size[c], dtype=getattr(r, "dtype", np.float64)))
+    return einsum(*operands, ",".join(subs) + "->" + "".join(names))
 
 
 einsum = defop("einsum", _einsum, arity=None, lead=1, vjps=_EinsumVjps(),

@@ -428,8 +428,14 @@ def _einsum_linalg_cases():
     for sub, names in [("ij,jk->ik", "AB"), ("ij,j->i", "Av"), ("ij->ji", "A"), ("ij->", "A"),
                        ("ij->j", "A"), ("i,j->ij", "uv"), ("ij,ij->i", "AA"),
                        ("bij,jk->bik", "TB"), ("...j,jk->...k", "TB"), ("ij,jk", "AB"),
-                       ("bij,j,ik->bk", "Tvq")]:
-        vals = {"A": A, "B": B, "v": v, "u": u, "T": T, "q": rng.normal(size=(3, 6))}
+                       ("bij,j,ik->bk", "Tvq"),
+                       # a letter repeated in one operand: a diagonal (PyTorch allows it)
+                       ("ii->i", "R"), ("ii", "R"), ("ii->", "R"), ("iij->j", "U"),
+                       ("jii->ij", "W"), ("ij,jj->i", "AR"), ("ii,i", "Rv"),
+                       ("...ii->...i", "W"), ("iji->j", "Y")]:
+        vals = {"A": A, "B": B, "v": v, "u": u, "T": T, "q": rng.normal(size=(3, 6)),
+                "R": rng.normal(size=(4, 4)), "U": rng.normal(size=(3, 3, 2)),
+                "W": rng.normal(size=(2, 3, 3)), "Y": rng.normal(size=(3, 2, 3))}
         ops = ", ".join(names)
         b = {n: vals[n] for n in dict.fromkeys(names)}
         expr, bind = _weighted(f'einsum("{sub}", {ops})', rng, b)
@@ -1289,6 +1295,8 @@ def test_conv1d_matches_numpy_correlate():
     ("conv1d(x, w)", [(1, 1, 2), (1, 1, 3)], "larger than"),
     ('einsum("ij,jk->ik", a, b)', [(2, 3), (4, 5)], "subscript 'j' is 3 long in operand 1"),
     ('einsum("ij,j->i", a, b)', [(2, 3), (3, 1)], "operand 2 has shape (3, 1)"),
+    ('einsum("ii->i", a)', [(2, 3)], "operand 1 repeats subscript 'i' over axes of lengths 2 "
+                                     "and 3 (shape (2, 3))"),
     ("sum(x, 2)", [(3, 4)], "axis 2 is out of range for shape (3, 4)"),
     ("softmax(x, axis=-3)", [(3, 4)], "axis -3 is out of range for shape (3, 4)"),
     ("reshape(x, (5, -1))", [(3, 4)], "cannot reshape shape (3, 4)"),
@@ -1440,3 +1448,19 @@ def test_every_broadcast_rule_is_sum_to_of_g_times_the_partial(op, monkeypatch):
             monkeypatch.setattr(oplib, "tracer", None)
             np.testing.assert_allclose(_unbox(boxed), want, rtol=1e-12, atol=1e-12)
             assert _trace.ops, "the rule called no library op"
+
+
+@pytest.mark.parametrize("program, value", [
+    ('einsum("ii->i", A)', [1.0, 5.0]), ('einsum("ii", A)', 6.0), ('einsum("ii->", A)', 6.0),
+    ('einsum("ij,jj->i", A, A)', [1 * 1 + 2 * 5, 4 * 1 + 5 * 5]),
+])
+def test_einsum_with_a_repeated_letter_takes_the_diagonal(program, value):
+    # as torch.einsum and np.einsum: A = [[1, 2], [4, 5]]
+    got = gradcli.evaluate(program, A=[[1.0, 2.0], [4.0, 5.0]]).value
+    np.testing.assert_allclose(got, value)
+
+
+def test_einsum_output_may_not_repeat_a_letter():
+    with pytest.raises(gradcli.errors.ParseError) as e:
+        gradcli.compile('einsum("i->ii", a)')
+    assert "the output repeats a letter ('ii')" in str(e.value)

@@ -164,6 +164,7 @@ class Kernel:
         self.steps = [i for i in order if batched[i] and i not in self.forced
                       and nodes[i].op is not oplib.VAR]
         self._ranks = None
+        self._point_shapes = None
         self.upstream = None
         if upstream is not None:
             from .values import as_array
@@ -251,6 +252,8 @@ class Kernel:
             values[i] = np.broadcast_to(v, (B,) + np.shape(v))
         if self._ranks is None:
             self.prepare(points)
+        if B == 0:  # no points: empty columns of the points' shapes, no op run
+            return self._empty(values)
         states = dict(self.states)
         self._forward(values, states, B)
         out = values[self.out]
@@ -262,6 +265,15 @@ class Kernel:
             gradients = self._backward(values, states, B)
         self.rows += B
         value = np.array(out, dtype=self.dtype)
+        return BatchResult(self.output_name, value, gradients)
+
+    def _empty(self, values):
+        shapes = self._point_shapes
+        value = np.zeros((0,) + shapes[self.out], dtype=self.dtype)
+        gradients = {}
+        for name, i in self.targets.items():
+            shape = shapes[i] if i is not None else self._shape_of(name, values, 0)
+            gradients[name] = np.zeros((0,) + tuple(shape), dtype=self.dtype)
         return BatchResult(self.output_name, value, gradients)
 
     def _forward(self, values, states, B):
@@ -716,8 +728,10 @@ def _point_ranks(kernel, points):
             shapes[i] = np.shape(node.value)
     ranks = {}
     # shapes of the other nodes: evaluate one point with the per-point engine's shapes
+    # (no points at all: a made-up one, inside every op's domain and no matrix singular)
+    made = np.random.default_rng(0)
     one = {n: np.asarray(points[n])[0] if len(np.asarray(points[n])) else
-           np.zeros(np.shape(points[n])[1:]) for n in kernel.names}
+           made.uniform(0.25, 0.75, np.shape(points[n])[1:]) for n in kernel.names}
     vals = list(kernel.values)
     for n in kernel.names:
         vals[graph.variables[n]] = one[n]
@@ -741,6 +755,8 @@ def _point_ranks(kernel, points):
                 raise
             except Exception as e:
                 raise _failure(graph, node, vals, e) from e
+    kernel._point_shapes = {i: np.shape(vals[i]) for i in kernel.order
+                            if vals[i] is not None}
     return ranks
 
 

@@ -318,3 +318,22 @@ def test_float32_batches_stay_float32_and_batched(op, program, varying):
     for name in wide:
         assert narrow[name].dtype == np.float32, name
         np.testing.assert_allclose(narrow[name], wide[name], rtol=2e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("op, program, varying", SINGLE,
+                         ids=[f"{op.name}/{op.arity}:{p}" for op, p, v in SINGLE])
+def test_an_empty_chunk_gives_empty_columns_of_the_points_shapes(op, program, varying):
+    graph, pts, fixed = bindings(program, varying)
+    kernel = batching.Kernel(graph, list(pts), fixed)
+    full = kernel({k: v[:3] for k, v in pts.items()})
+    empty = kernel({k: v[:0] for k, v in pts.items()})
+    assert list(empty) == list(full)
+    for name in full:
+        assert empty[name].shape == (0,) + full[name].shape[1:], name
+        assert empty[name].dtype == full[name].dtype
+
+
+def test_an_empty_batch_from_the_library_call():
+    res = gradcli.batch("sum(solve(A, b)) * s", {"A": np.zeros((0, 3, 3)), "s": np.zeros(0)},
+                        fixed={"b": [1.0, 2.0, 3.0]})
+    assert res.value.shape == (0,) and res["d_A"].shape == (0, 3, 3)

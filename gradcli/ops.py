@@ -1664,10 +1664,18 @@ def _adjugate_vjp(g, out, x):
         return 0 * g
     if n == 2:  # adj is linear, [[d, -b], [-c, a]]: its VJP is adj(g), at any x
         return adjugate(g)
-    # d adj[E] = (tr(adj E) adj - adj E adj) / det: needs det(x) != 0
-    t = _swap(out)
-    inner = sum_all(g * out, (-2, -1), True)
-    return (inner * t - t @ g @ t) / reshape(det(x), np.shape(x)[:-2] + (1, 1))
+    # (sum(g * adj) adj^T - adj^T g adj^T) / det where det != 0, written without the
+    # division: g's rows as rank-one terms e_i g[i]^T, each term is the top-left block of
+    # -adjugate([[x^T, e_i], [g[i], 0]]) (a bordered matrix): exact at singular x too
+    lead = np.shape(x)[:-2]
+    dt = getattr(g, "dtype", np.float64)
+    eye = np.eye(n, dtype=dt)
+    top = concat(broadcast_to(unsqueeze(_swap(x), -3), lead + (n, n, n)),
+                 np.broadcast_to(eye[:, :, None], lead + (n, n, 1)), -1)
+    bottom = concat(unsqueeze(g, -2), np.zeros(lead + (n, 1, 1), dtype=dt), -1)
+    r = adjugate(concat(top, bottom, -2))                          # (..., n, n+1, n+1)
+    key = (Ellipsis, slice(None, n), slice(None, n))
+    return -sum_all(index(r, key), -3)
 
 
 def _inv_vjp(g, out, x):
@@ -1700,8 +1708,8 @@ det = defop("det", _det, arity=1, vjps=(_det_vjp,), batch=B_SAME,
             torch="torch.linalg.det(x)", doc="determinant (of a matrix or a stack of them)")
 adjugate = defop("adjugate", _adjugate, arity=1, vjps=(_adjugate_vjp,), batch=B_SAME,
                  formulas=("(sum(g * adj) * transpose(adj) - transpose(adj) @ g @ "
-                           "transpose(adj)) / det(x); adjugate(g) for 2 x 2",),
-                 domain="x invertible for the gradient (any x for 1 x 1 and 2 x 2)",
+                           "transpose(adj)) / det(x), computed without dividing (by "
+                           "adjugates of x bordered with g's rows); adjugate(g) for 2 x 2",),
                  torch="torch.linalg.det(x)[..., None, None] * torch.linalg.inv(x)",
                  doc="det(x) * inv(x), also at singular x (by the SVD): det's gradient is "
                      "its transpose")

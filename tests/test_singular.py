@@ -131,3 +131,34 @@ def test_inv_and_solve_at_a_singular_matrix_are_one_clear_error(cmd, program, bi
     p = subprocess.run([sys.executable, "-m", "gradcli", cmd, program, binding, *extra],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "singular" in p.stderr
+
+
+def _levi_civita():
+    e = np.zeros((3, 3, 3))
+    for (i, j, k), s in {(0, 1, 2): 1, (1, 2, 0): 1, (2, 0, 1): 1, (0, 2, 1): -1,
+                         (2, 1, 0): -1, (1, 0, 2): -1}.items():
+        e[i, j, k] = s
+    return e
+
+
+@pytest.mark.parametrize("name", ["3x3 rank 2", "3x3 rank 1", "zero 3x3"])
+def test_second_derivatives_of_a_singular_3x3_determinant(name):
+    # det = sum eps_ikm eps_jln A_ij A_kl A_mn / 6, so d2 det / dA_ij dA_kl =
+    # sum_mn eps_ikm eps_jln A_mn: finite (linear in A) at singular matrices too
+    a = np.array(SINGULAR[name])
+    e = _levi_civita()
+    want = np.einsum("ikm,jln,mn->ijkl", e, e, a).reshape(9, 9)
+    h = gradcli.hessian("det(A)", A=a)
+    np.testing.assert_allclose(h.matrix, want, atol=1e-12)
+
+
+def test_adjugate_gradient_at_singular_matrices_against_central_differences():
+    rng = np.random.default_rng(6)
+    for name in ("3x3 rank 2", "3x3 rank 1", "4x4 rank 3"):
+        a = np.array(SINGULAR[name])
+        c = rng.normal(size=a.shape)
+        r = gradcli.grad("sum(adjugate(A) * C)", A=a, C=c).gradients["A"]
+        assert np.all(np.isfinite(r))
+        num = numeric_grad(lambda v: gradcli.evaluate("sum(adjugate(A) * C)", A=v, C=c).value,
+                           a, 1e-6)
+        np.testing.assert_allclose(r, num, rtol=1e-6, atol=1e-7, err_msg=name)

@@ -1246,9 +1246,17 @@ def _vjp_einsum(g, out, xs, flags, params, ks, op):
 
 
 def _vjp_own_on_stacks(g, out, xs, flags, params, ks, op):
-    """The op's own VJPs, which take a stack of matrices as it is (det, inv, adjugate: NumPy's
-    linalg works on stacks), so the batch is one more stacked axis."""
+    """The op's own VJPs, which take a stack as it is (det, inv, adjugate: NumPy's linalg
+    works on stacks; an elementwise op with params), so the batch is one more axis."""
     return {k: op.vjps[k](g, out, *xs, *params) for k in ks}
+
+
+def _vjp_own_shifted(g, out, xs, flags, params, ks, op):
+    """The op's own VJP with its axis moved past the batch axis (None: every axis of a
+    point): reductions and scans whose rule is a program of axis-aware library ops."""
+    axis = params[0] if params else None
+    axis = tuple(range(1, xs[0].ndim)) if axis is None else _shift_axis(axis)
+    return {0: op.vjps[0](g, out, xs[0], axis, *params[1:])}
 
 
 def _solve_kind(A, fA, b, fb):
@@ -1421,7 +1429,11 @@ def _rules():
         ("tril", _vjp_tri(np.tril)), ("triu", _vjp_tri(np.triu)), ("concat", _vjp_concat),
         ("stack_axis", _vjp_stack_axis), ("diag", _vjp_diag), ("trace", _vjp_trace),
         ("outer", _vjp_outer), ("einsum", _vjp_einsum), ("det", _vjp_own_on_stacks),
-        ("inv", _vjp_own_on_stacks), ("adjugate", _vjp_own_on_stacks), ("solve", _vjp_solve)] + [(name, _vjp_conv) for name in _CONVS]
+        ("inv", _vjp_own_on_stacks), ("adjugate", _vjp_own_on_stacks),
+        ("leaky_relu", _vjp_own_on_stacks), ("elu", _vjp_own_on_stacks),
+        ("hardtanh", _vjp_own_on_stacks), ("gelu", _vjp_own_on_stacks),
+        ("prod", _vjp_own_shifted), ("var", _vjp_own_shifted), ("std", _vjp_own_shifted),
+        ("norm", _vjp_own_shifted), ("cumprod", _vjp_own_shifted), ("solve", _vjp_solve)] + [(name, _vjp_conv) for name in _CONVS]
     for name, rule in rules:
         op = getattr(oplib, name, None)
         if isinstance(op, oplib.Op) and op.partials is None:

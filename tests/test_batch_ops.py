@@ -279,6 +279,16 @@ def test_batched_op_equals_per_point_grad_without_a_loop(op, program, varying, m
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12,
                                    err_msg=f"{name} of {program}")
     assert not kernel.fallbacks, f"ran point by point: {kernel.fallbacks}"
+    if op.partials is None:  # the op's batched rule is the one taken (not a fallback)
+        chosen = {kernel._fns.get(("vjp", i), "no gradient needed") for i in kernel.steps
+                  if graph.nodes[i].op is op}
+        assert chosen <= {"rule", "no gradient needed"}, chosen
+
+
+def test_every_non_elementwise_op_has_a_batched_rule():
+    missing = sorted(f"{op.name}/{op.arity}" for op in PUBLIC
+                     if op.partials is None and op not in batching._BATCHED_VJPS)
+    assert not missing
 
 
 def test_the_counter_sees_a_loop_over_points(monkeypatch):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import math
 
 import numpy as np
@@ -688,14 +687,17 @@ def _number_fields(oj, a):
     return fields
 
 
-def _index_fields(oj, shape):
-    """Each element's index as the text inside its brackets (``3,4``), in C order."""
+def _index_fields(oj, shape, flat=None):
+    """The index of each element (every one in C order, or those at flat positions
+    ``flat``) as the text inside its brackets (``3,4``)."""
     n = int(np.prod(shape)) if shape else 1
+    m = n if flat is None else len(flat)
     if not shape:
-        return [b""] * n
-    if n == 0:
+        return [b""] * m
+    if m == 0:
         return []
-    idx = np.stack(np.unravel_index(np.arange(n), shape), axis=1).astype(np.int64)
+    idx = np.stack(np.unravel_index(np.arange(n) if flat is None else flat, shape),
+                   axis=1).astype(np.int64)
     return oj.dumps(idx, option=oj.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
 
 
@@ -708,53 +710,62 @@ _GRADE_LIMITS = tuple(limit for limit, _ in _FDIFF_GRADES[:3])
 def _results_json(oj, report, ic, problems_only=False):
     """One input's records, SPEC's ``results`` entries with the keys and order of
     :func:`rows`, as JSON text joined by commas: every column turned into texts at once,
-    then one template per record; a record with a kink is written whole."""
+    then one template per record; a record with a kink is written whole.
+    ``problems_only``: the elements that fail or sit at a kink only (nothing is made for
+    the others)."""
     n_in = int(np.prod(ic.shape)) if ic.shape else 1
-    index = _index_fields(oj, ic.shape)
+    status = ic.status.reshape(-1)
+    sel = np.flatnonzero(status != "ok") if problems_only else None
+    if sel is not None and not sel.size:
+        return b""
+
+    def pick(a):
+        a = np.reshape(a, -1)
+        return a if sel is None else a[sel]
     of = getattr(ic, "of", None)
     keys = [b'{"wrt":' + oj.dumps(ic.name) + b',"index":[%s]']
     cols = []
     if of is not None:
         keys.append(b',"of":' + oj.dumps(of))
     if ic.out_shape is not None:
-        outs = _index_fields(oj, tuple(ic.out_shape))
         keys.append(b',"output_index":[%s]')
-        cols.append([o for o in outs for _ in range(n_in)])
-        index = index * len(outs)
+        if sel is None:
+            outs = _index_fields(oj, tuple(ic.out_shape))
+            cols.append([o for o in outs for _ in range(n_in)])
+            index = _index_fields(oj, ic.shape) * len(outs)
+        else:
+            cols.append(_index_fields(oj, tuple(ic.out_shape), sel // n_in))
+            index = _index_fields(oj, ic.shape, sel % n_in)
+    else:
+        index = _index_fields(oj, ic.shape, sel)
     cols.insert(0, index)
     keys.append(b',"analytic":%s,"numeric":%s,"abs_err":%s,"rel_err":%s')
-    cols += [_number_fields(oj, v) for v in (ic.analytic, ic.numeric, ic.abs_err,
-                                            ic.rel_err)]
+    cols += [_number_fields(oj, pick(v)) for v in (ic.analytic, ic.numeric, ic.abs_err,
+                                                  ic.rel_err)]
     # status and grade: a few pairs, each written once and taken per element at once
     # (fdiff.grades by numbers: the scale's bucket, raised or lowered to agree with the
     # status, "-" at a kink)
-    status = ic.status.reshape(-1)
-    rel = np.nan_to_num(ic.rel_err.reshape(-1), nan=np.inf)
+    st = pick(status)
+    rel = np.nan_to_num(pick(ic.rel_err), nan=np.inf)
     bucket = np.searchsorted(np.array(_GRADE_LIMITS), rel, side="right")
-    ok, fail, kink = (status == "ok"), (status == "fail"), (status == "kink")
-    grade = np.where(ok, np.minimum(bucket, 1), np.maximum(bucket, 2))
+    fail, kink = st == "fail", st == "kink"
+    grade = np.where(st == "ok", np.minimum(bucket, 1), np.maximum(bucket, 2))
     grade[kink] = 4
     code = grade * len(_STATUSES) + np.where(fail, 1, np.where(kink, 2, 0))
-    texts = np.array([b',"status":' + oj.dumps(st) + b',"grade":' + oj.dumps(gr)
-                      for gr in _GRADE_WORDS for st in _STATUSES], dtype=object)
+    texts = np.array([b',"status":' + oj.dumps(s) + b',"grade":' + oj.dumps(g)
+                      for g in _GRADE_WORDS for s in _STATUSES], dtype=object)
     keys.append(b"%s")
     cols.append(texts[code].tolist())
     if ic.err_est is not None:
         keys.append(b',"error_estimate":%s')
-        cols.append(_number_fields(oj, ic.err_est))
+        cols.append(_number_fields(oj, pick(ic.err_est)))
     template = b"".join(keys) + b"}"
-    if problems_only:
-        keep = status != "ok"
-        kept = np.flatnonzero(keep)
-        records = [template % t for t in itertools.compress(zip(*cols), keep.tolist())]
-    else:
-        kept = None
-        records = [template % t for t in zip(*cols)]
+    records = [template % t for t in zip(*cols)]
     if ic.kinks:
         graph = getattr(ic, "graph", None)
         for pos, k in ic.kinks.items():
-            at = pos if kept is None else int(np.searchsorted(kept, pos))
-            if kept is not None and (at >= kept.size or kept[at] != pos):
+            at = pos if sel is None else int(np.searchsorted(sel, pos))
+            if sel is not None and (at >= sel.size or sel[at] != pos):
                 continue  # an element that passed after all: left out with the others
             rec = records[at]
             records[at] = rec[:-1] + b',"kink":' + oj.dumps(

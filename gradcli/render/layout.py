@@ -146,6 +146,31 @@ def _break_at(line, pos, end, spans):
     return next((e for s, e in spans if s <= pos < e), end)
 
 
+def _keep_group(line, pos, cut, width):
+    """A break at the space ``cut`` moved before the bracketed list it falls in (``[1, 2]``)
+    when that list fits a line of its own: ``→ b:`` then ``[1, 2]``, not ``→ b: [1,`` then
+    ``2]``."""
+    opened = []
+    for i in range(pos, cut):
+        ch = line[i]
+        if ch == "[":
+            opened.append(i)
+        elif ch == "]" and opened:
+            opened.pop()
+    for o in opened:  # the outermost list that fits
+        if o - 1 <= pos or line[o - 1] != " ":
+            continue
+        depth, c = 0, None
+        for i in range(o, min(len(line), o + width)):
+            depth += {"[": 1, "]": -1}.get(line[i], 0)
+            if depth == 0:
+                c = i
+                break
+        if c is not None:
+            return o - 1
+    return cut
+
+
 def _wrap(line, width):
     """One cell line in lines of at most ``width``: broken at spaces, else at a sensible
     point of a word (a bracket, a comma, an operator), else folded, numbers kept whole."""
@@ -157,6 +182,8 @@ def _wrap(line, width):
     while len(line) - pos > width:
         end = pos + width
         cut = line.rfind(" ", pos + 1, end + 1)
+        if cut > pos:
+            cut = _keep_group(line, pos, cut, width)
         if cut > pos and line[pos:cut].strip():
             out.append(line[pos:cut].rstrip())
             pos = cut + 1

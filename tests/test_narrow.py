@@ -180,3 +180,14 @@ def test_every_table_command_fits_numbers_whole(args, width):
         float(m)
     if args[0] != "eval":  # eval's numbers may be shortened; the others are text
         assert Counter(printed) == Counter(TOKEN.findall(wide.out))
+
+
+@given(st.data(), st.sampled_from([(), (0,), (1,), (3,), (9,), (2, 2), (2, 5), (1, 2, 3),
+                                    (4, 20)]), st.sampled_from([8, 64]))
+def test_array_parts_print_what_array_prints(data, shape, small):
+    from gradcli.render.text import array, array_parts
+
+    n = int(np.prod(shape, dtype=int))
+    a = np.array(data.draw(st.lists(VALUE, min_size=n, max_size=n)), dtype=float)
+    a = a.reshape(shape)
+    assert array_parts(a, small).text() == array(a, small)

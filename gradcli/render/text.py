@@ -110,11 +110,24 @@ def array_parts(value, small=8):
 
 
 def array(value, small=8):
-    """A value for a table cell: the number, a small array in full, else shape and a peek."""
+    """A value for a table cell: the number, a small array in full, else shape and a peek.
+    (The same text as ``array_parts(value, small).text()``, made directly: it is called for
+    every node of a picture or a page.)"""
     a = np.asarray(value)
     if a.ndim == 0:
         return num(a)
-    return array_parts(a, small).text()
+    if a.size <= small and a.ndim <= 2:
+        return _nested_text(a)
+    flat = a.ravel()
+    peek = ", ".join(num(v) for v in flat[:3])
+    dims = "×".join(map(str, a.shape))
+    return f"{dims} [{peek}, …, {num(flat[-1])}]" if a.size > 3 else f"{dims} [{peek}]"
+
+
+def _nested_text(a):
+    if a.ndim == 1:
+        return "[" + ", ".join(num(v) for v in a) + "]"
+    return "[" + ", ".join(_nested_text(row) for row in a) + "]"
 
 
 def _nested(a):

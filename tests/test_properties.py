@@ -24,6 +24,7 @@ xfail test starts passing (strict: it then fails) and the signature should be re
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -228,54 +229,87 @@ WILD_NUMBER = st.sampled_from(["0", "1", "2", "0.5", ".5", "3", "-1", "1e400", "
                                "e", "1e308", "0.0"])
 
 
+# The strategies the wild programs draw from are made once (making and validating a strategy
+# costs hypothesis more than drawing from it): the same choices, a fraction of the time.
+WILD_LEAF_NAME = st.sampled_from(["x", "y", "z", "W", "b", "x", "h"])
+WILD_ITEM = st.sampled_from(["1", "-2", "0.5", "1e400", "[1, 2]", "[]"])
+WILD_MIN_ITEMS = st.sampled_from([0, 1, 1, 1, 1])
+WILD_BINARY = st.sampled_from(["+", "-", "*", "/", "@", "**", "^"])
+WILD_SIGN = st.sampled_from(["-", "+", "- -"])
+WILD_CALL = st.sampled_from(CALLS)
+WILD_SEP = st.sampled_from([", ", ",", ",\n  "])
+WILD_SUBSCRIPTS = st.lists(SUBSCRIPT, min_size=1, max_size=3)
+WILD_ITEMS_N = st.integers(1, 3)
+WILD_STOP, WILD_LEAF_KIND, WILD_KIND = st.integers(0, 3), st.integers(0, 5), st.integers(0, 6)
+
+
+@functools.lru_cache(maxsize=None)
+def _wild_items(min_size):
+    return st.lists(WILD_ITEM, min_size=min_size, max_size=3)
+
+
+@functools.lru_cache(maxsize=None)
+def _wild_arity(name):
+    arities = sorted(n for (m, n) in gradcli.ops.CALLABLE if m == name) or [1]
+    return st.sampled_from(arities * 6 + [0, 1, 2, 3])  # mostly right
+
+
+@functools.lru_cache(maxsize=None)
+def _wild_expr(depth):
+    return wild_expr(depth)
+
+
 @st.composite
 def wild_expr(draw, depth=3):
-    if depth <= 0 or draw(st.integers(0, 3)) == 0:
-        kind = draw(st.integers(0, 5))
+    if depth <= 0 or draw(WILD_STOP) == 0:
+        kind = draw(WILD_LEAF_KIND)
         if kind <= 2:
-            return draw(st.sampled_from(["x", "y", "z", "W", "b", "x", "h"]))
+            return draw(WILD_LEAF_NAME)
         if kind <= 4:
             return draw(WILD_NUMBER)
-        items = draw(st.lists(st.sampled_from(["1", "-2", "0.5", "1e400", "[1, 2]", "[]"]),
-                              min_size=draw(st.sampled_from([0, 1, 1, 1, 1])), max_size=3))
+        items = draw(_wild_items(draw(WILD_MIN_ITEMS)))
         return "[" + ", ".join(items) + "]"
-    sub = wild_expr(depth - 1)
-    kind = draw(st.integers(0, 6))
+    sub = _wild_expr(depth - 1)
+    kind = draw(WILD_KIND)
     if kind == 0:
-        op = draw(st.sampled_from(["+", "-", "*", "/", "@", "**", "^"]))
+        op = draw(WILD_BINARY)
         return f"{draw(sub)} {op} {draw(sub)}"
     if kind == 1:
-        return draw(st.sampled_from(["-", "+", "- -"])) + draw(sub)
+        return draw(WILD_SIGN) + draw(sub)
     if kind == 2:
         return f"({draw(sub)})"
     if kind in (3, 4):
-        name = draw(st.sampled_from(CALLS))
-        arities = sorted(n for (m, n) in gradcli.ops.CALLABLE if m == name) or [1]
-        n = draw(st.sampled_from(arities * 6 + [0, 1, 2, 3]))  # mostly right
+        name = draw(WILD_CALL)
+        n = draw(_wild_arity(name))
         args = [draw(sub) for _ in range(n)]
         if n == 2 and name in ("sum", "mean") and draw(st.booleans()):
             args[1] = draw(INT_TEXT)
-        sep = draw(st.sampled_from([", ", ",", ",\n  "]))
+        sep = draw(WILD_SEP)
         return f"{name}({sep.join(args)})"
     if kind == 5:
-        subs = draw(st.lists(SUBSCRIPT, min_size=1, max_size=3))
+        subs = draw(WILD_SUBSCRIPTS)
         return f"{draw(sub)}[{', '.join(subs)}]"
-    items = [draw(sub) for _ in range(draw(st.integers(1, 3)))]
+    items = [draw(sub) for _ in range(draw(WILD_ITEMS_N))]
     return "[" + ", ".join(items) + "]"
 
 
 @st.composite
 def wild_program(draw):
-    n = draw(st.integers(0, 2))
+    n = draw(WILD_STATEMENTS)
     stmts = []
     for _ in range(n):
-        name = draw(st.sampled_from(["h", "a", "u", "f", "θ", "h", "a", "u", "x", "pi"]))
-        stmts.append(f"{name} = {draw(wild_expr())}")
-    stmts.append(draw(wild_expr()))
+        name = draw(WILD_TARGET)
+        stmts.append(f"{name} = {draw(_wild_expr(3))}")
+    stmts.append(draw(_wild_expr(3)))
     if draw(st.booleans()) and len(stmts) > 1:  # the last statement assigned, too
         stmts[-1] = f"out = {stmts[-1]}"
-    sep = draw(st.sampled_from(["\n", "; ", "  # note\n", "\n\n"]))
+    sep = draw(WILD_LINE_END)
     return sep.join(stmts)
+
+
+WILD_STATEMENTS = st.integers(0, 2)
+WILD_TARGET = st.sampled_from(["h", "a", "u", "f", "θ", "h", "a", "u", "x", "pi"])
+WILD_LINE_END = st.sampled_from(["\n", "; ", "  # note\n", "\n\n"])
 
 
 @st.composite

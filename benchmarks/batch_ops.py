@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 

@@ -470,8 +470,6 @@ class Kernel:
         return ()
 
     def _backward_node(self, node, g, grads, values, need, states, B):
-        from . import engine
-
         op = node.op
         xs = [values[j] for j in node.inputs]
         flags = [self.batched[j] for j in node.inputs]
@@ -1202,7 +1200,8 @@ def _einsum_spec(xs, flags, subscripts):
 def _einsum(ins, out, xs):
     """np.einsum of explicit terms; a product that sums over nothing (an outer product, a
     scaling) as a broadcast multiplication, which NumPy does faster."""
-    if len(xs) == 2 and all(c in out for t in ins for c in t):
+    if len(xs) == 2 and all(c in out for t in ins for c in t) and \
+            all(len(set(t)) == len(t) for t in ins):
         parts = []
         for t, x in zip(ins, xs):
             lined = sorted(t, key=out.index)           # x's letters in the output's order
@@ -1229,18 +1228,24 @@ def _vjp_einsum(g, out, xs, flags, params, ks, op):
     res = {}
     for k in ks:
         target = ins[k]
+        uniq = "".join(dict.fromkeys(target))   # a letter repeated in x_k: its diagonal
         rest = [j for j in range(len(xs)) if j != k]
         seen = set(outs).union(*[ins[j] for j in rest])
-        keep = "".join(c for c in target if c in seen)
+        keep = "".join(c for c in uniq if c in seen)
         r = _einsum([outs] + [ins[j] for j in rest], keep, [g] + [xs[j] for j in rest])
         shape = xs[k].shape
         size = dict(zip(target, shape))
         ones = tuple(i for i, c in enumerate(keep) if size[c] == 1 and r.shape[i] != 1)
         if ones:  # an axis of length 1 broadcast against the others: sum it back
             r = np.sum(r, axis=ones, keepdims=True)
-        if keep != target:  # letters of x_k alone (summed in the forward): spread g back
+        if keep != uniq:  # letters of x_k alone (summed in the forward): spread g back
             r = np.broadcast_to(np.reshape(r, tuple(size[c] if c in keep else 1
-                                                    for c in target)), shape)
+                                                    for c in uniq)),
+                                tuple(size[c] for c in uniq))
+        if uniq != target:  # g goes back on the diagonal, zeros elsewhere
+            d = np.zeros(shape, dtype=r.dtype)
+            np.einsum(f"{target}->{uniq}", d)[...] = r   # a writable view of the diagonal
+            r = d
         res[k] = r
     return res
 
@@ -1376,7 +1381,7 @@ def _fold_x(x):
 
 def _vjp_conv(g, out, xs, flags, params, ks, op):
     x, w = xs[:2]
-    fx, fw = flags[0], flags[1]
+    fw = flags[1]
     fb = op.arity == 3 and flags[2]
     d = g.ndim - 3
     res = {}

@@ -1892,16 +1892,14 @@ def _conv_forward(x, w, b, stride, padding, dilation, groups, d):
     if any(padding):
         x = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
     cols = _windows(x, kernel, stride, dilation)                  # (N, C, *k, *out)
-    n, c, o = np.shape(x)[0], np.shape(x)[1], np.shape(w)[0]
-    out_sp = cols.shape[-d:]
-    if groups == 1:
-        axes = list(range(1, d + 2))
-        out = np.moveaxis(np.tensordot(cols, w, axes=(axes, axes)), -1, 1)
-    else:
-        cols = np.reshape(cols, (n, groups, -1, math.prod(out_sp)))
-        wm = np.reshape(w, (groups, o // groups, -1))
-        out = np.reshape(np.matmul(wm, cols), (n, o) + out_sp)   # one matmul per group
-    return _conv_bias(out, b, o, d)
+    c, o = np.shape(x)[1], np.shape(w)[0]
+    cg, og = c // groups, o // groups
+    axes = list(range(1, d + 2))
+    # one BLAS product per group (a loop over groups, never over pixels)
+    parts = [np.tensordot(cols[:, i * cg:(i + 1) * cg], w[i * og:(i + 1) * og], (axes, axes))
+             for i in range(groups)]
+    out = parts[0] if groups == 1 else np.concatenate(parts, axis=-1)   # (N, *out, O)
+    return _conv_bias(np.moveaxis(out, -1, 1), b, o, d)
 
 
 def _conv_bias(out, b, o, d):
@@ -1926,9 +1924,11 @@ def _conv_transpose_forward(x, w, b, stride, padding, output_padding, groups, di
         raise ValueError(f"conv_transpose{d}d: the output would have spatial size {size} "
                          f"(x shape {np.shape(x)}, w shape {np.shape(w)}, padding "
                          f"{padding}): the padding is too large")
-    xm = np.reshape(x, (n, groups, cin // groups, math.prod(sp)))
-    wm = np.reshape(w, (groups, cin // groups, -1))
-    cols = np.reshape(np.matmul(np.swapaxes(wm, -1, -2), xm), (n, cout) + kernel + sp)
+    cg = cin // groups
+    parts = [np.tensordot(w[i * cg:(i + 1) * cg], x[:, i * cg:(i + 1) * cg], ([0], [1]))
+             for i in range(groups)]                              # (out / G, *k, N, *sp)
+    cols = parts[0] if groups == 1 else np.concatenate(parts, axis=0)
+    cols = np.moveaxis(cols, d + 1, 0)           # (N, out, *k, *sp), each tap's block whole
     out = np.zeros((n, cout) + full, dtype=np.result_type(cols))
     lead = (slice(None), slice(None))
     for offs in np.ndindex(*kernel):  # a loop over the kernel's taps, never over pixels

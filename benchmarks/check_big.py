@@ -8,14 +8,16 @@ arrays are .npy files), runs interleaved and repeated, min and median side by si
 2. the same with a custom elementwise gate in place of tanh whose backward is wrong at one
    element: every wrong element found (W's row, every x, one b: 2,001) and the gate blamed,
    target under 30 s;
-3. ``check --taylor`` on W 200 x 200 against a trivial ``gradcli eval``: target within 1.5x;
+3. ``check --taylor`` on W 200 x 200 (4 random directions per input, the default) against a
+   trivial ``gradcli eval``: target within 1.5x; beside it ``--directions 1`` (what one
+   direction cost);
 4. for scale: the default check against ``--one-at-a-time`` at W 200 x 200 (the ratio is
    what grouping saves; both verdicts must agree).
 
 The floor of each table is a trivial ``gradcli eval`` (start-up and imports), measured in the
 same run.
 
-    python benchmarks/check_big.py [--n 1000] [--taylor-n 200] [--repeat 3]
+    python benchmarks/check_big.py [--n 1000] [--taylor-n 200] [--repeat 3] [--no-big]
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ def main():
     ap.add_argument("--taylor-n", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--gradcli", default=None)
+    ap.add_argument("--no-big", action="store_true", help="skip the million-element part")
     args = ap.parse_args()
     gradcli = _bench.gradcli_cmd(args.gradcli)
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -83,40 +86,41 @@ def main():
         }
         series = {k: _bench.Series(k) for k in runs}
         outputs = {}
-        for _, order in _bench.rotations(list(runs), args.repeat):
+        for _, order in _bench.rotations(list(runs), 0 if args.no_big else args.repeat):
             for k in order:
                 dt, p = _bench.timed_run(runs[k], env=env, check=False,
                                          stdout=subprocess.PIPE)
                 series[k].add(dt)
                 outputs[k] = p
-        _bench.report(f"every element of W {args.n}x{args.n} ({n_in:,} inputs), "
-                      f"{args.repeat} rounds (seconds)", series.values(),
-                      series["trivial eval"], unit="s")
-        # the tables timed above; what they found, read once more as JSON (a million result
-        # records: the JSON writing is not part of the figure)
-        assert outputs["check every element"].returncode == 0
-        assert f"PASS: {n_in} of {n_in} elements agree" in \
-            outputs["check every element"].stdout.decode()
-        cmd = list(runs["check, wrong gate"])
-        cmd.insert(cmd.index("check") + 1, "--format=json")
-        p = subprocess.run(cmd, capture_output=True, env=env)
-        bad = json.loads(p.stdout)
-        wrong = [(r["wrt"], tuple(r["index"])) for r in bad["results"]
-                 if r["status"] == "fail"]
-        expect = ({("W", (WRONG_AT, j)) for j in range(args.n)}
-                  | {("x", (j,)) for j in range(args.n)} | {("b", (WRONG_AT,))})
-        found = set(wrong) == expect
-        blamed = [b["op"] for b in bad["blame"]] == ["TanhOneWrong"]
-        print(f"wrong gate: exit {outputs['check, wrong gate'].returncode}, {len(wrong):,} "
-              f"elements failed (expected exactly {len(expect):,}: "
-              f"{'all found, no others' if found else 'MISMATCH'}); blamed: "
-              f"{[b['op'] for b in bad['blame']]}")
-        ok &= found and blamed and outputs["check, wrong gate"].returncode == 1
-        ok &= _bench.verdict("check every element", 10, series["check every element"].median,
-                             series["check every element"].min, unit=" s")
-        ok &= _bench.verdict("check with the wrong gate", 30,
-                             series["check, wrong gate"].median,
-                             series["check, wrong gate"].min, unit=" s")
+        if not args.no_big:
+            _bench.report(f"every element of W {args.n}x{args.n} ({n_in:,} inputs), "
+                          f"{args.repeat} rounds (seconds)", series.values(),
+                          series["trivial eval"], unit="s")
+            # the tables timed above; what they found, read once more as JSON (a million result
+            # records: the JSON writing is not part of the figure)
+            assert outputs["check every element"].returncode == 0
+            assert f"PASS: {n_in} of {n_in} elements agree" in \
+                outputs["check every element"].stdout.decode()
+            cmd = list(runs["check, wrong gate"])
+            cmd.insert(cmd.index("check") + 1, "--format=json")
+            p = subprocess.run(cmd, capture_output=True, env=env)
+            bad = json.loads(p.stdout)
+            wrong = [(r["wrt"], tuple(r["index"])) for r in bad["results"]
+                     if r["status"] == "fail"]
+            expect = ({("W", (WRONG_AT, j)) for j in range(args.n)}
+                      | {("x", (j,)) for j in range(args.n)} | {("b", (WRONG_AT,))})
+            found = set(wrong) == expect
+            blamed = [b["op"] for b in bad["blame"]] == ["TanhOneWrong"]
+            print(f"wrong gate: exit {outputs['check, wrong gate'].returncode}, {len(wrong):,} "
+                  f"elements failed (expected exactly {len(expect):,}: "
+                  f"{'all found, no others' if found else 'MISMATCH'}); blamed: "
+                  f"{[b['op'] for b in bad['blame']]}")
+            ok &= found and blamed and outputs["check, wrong gate"].returncode == 1
+            ok &= _bench.verdict("check every element", 10, series["check every element"].median,
+                                 series["check every element"].min, unit=" s")
+            ok &= _bench.verdict("check with the wrong gate", 30,
+                                 series["check, wrong gate"].median,
+                                 series["check, wrong gate"].min, unit=" s")
 
         # --taylor against a trivial eval, and grouped against one at a time
         m = args.taylor_n
@@ -124,11 +128,15 @@ def main():
             "trivial eval": trivial,
             "check --taylor": gradcli + ["check", "--taylor", "--format", "json", PROGRAM]
             + small,
+            "check --taylor --directions 1": gradcli + ["check", "--taylor", "--directions",
+                                                        "1", "--format", "json", PROGRAM]
+            + small,
             "check (grouped)": gradcli + ["check", "--format", "json", PROGRAM] + small,
             "check --one-at-a-time": gradcli + ["check", "--one-at-a-time", "--format",
                                                 "json", PROGRAM] + small,
         }
-        series = {k: _bench.Series(k, info=k.startswith("check (") or "one" in k)
+        series = {k: _bench.Series(k, info=k.startswith("check (") or "one" in k
+                                   or "directions" in k)
                   for k in runs}
         for _, order in _bench.rotations(list(runs), max(args.repeat, 5)):
             for k in order:

@@ -404,7 +404,7 @@ def _records(t, p, limit):
     keys = max(1, min(t.keys, len(heads)))
     indent = _INDENT
     label, room, beside = _record_room(t, limit)
-    digits, cells = p.digits, p.cells
+    cells = p.cells
     names = {k: _wrap(heads[k], label) for k in range(keys, len(heads))}
     lines = []
     for n, (row, raw) in enumerate(zip(cells, t.rows)):

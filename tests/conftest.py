@@ -13,6 +13,49 @@ from click.testing import CliRunner
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    """With PYTHONDONTWRITEBYTECODE set, nothing caches gradcli's bytecode, so every gradcli
+    the tests start as a process (hundreds) compiles the package again, ops.py and all: about
+    a tenth of a second each.  Compile it once here, before the workers start."""
+    if sys.flags.dont_write_bytecode and not hasattr(config, "workerinput"):
+        compile_package("gradcli")
+
+
+def compile_package(name):
+    """Byte-compile a package's modules where a fresh pyc is missing: checked-hash pycs, which
+    Python validates against the source's hash at every import, so one stays right however
+    the source changes (and is not used once it has)."""
+    import importlib.util
+    import py_compile
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return
+    for top in spec.submodule_search_locations:
+        for src in Path(top).rglob("*.py"):
+            try:
+                data = src.read_bytes()
+                pyc = Path(importlib.util.cache_from_source(str(src)))
+                if pyc.exists() and _fresh(pyc.read_bytes()[:16], data, src.stat()):
+                    continue
+                py_compile.compile(str(src), str(pyc), doraise=True, quiet=2,
+                                   invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+            except (OSError, py_compile.PyCompileError):
+                continue  # a read-only install or a file mid-edit: Python compiles it itself
+
+
+def _fresh(head, data, st):
+    import importlib.util
+
+    if len(head) < 16 or head[:4] != importlib.util.MAGIC_NUMBER:
+        return False
+    flags = int.from_bytes(head[4:8], "little")
+    if flags & 1:  # hash-based: fresh if it is checked against the source and matches it
+        return flags & 2 and head[8:16] == importlib.util.source_hash(data)
+    return (int.from_bytes(head[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(head[12:16], "little") == st.st_size & 0xFFFFFFFF)
+
+
 def pytest_ignore_collect(collection_path, config):
     """Modules of PyTorch tests (marked torch) import torch as they load: without torch they
     are left uncollected, not skipped; CI installs torch and runs them with -m torch."""

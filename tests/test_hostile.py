@@ -281,10 +281,10 @@ def test_did_you_mean_is_not_quadratic():
     program = " + ".join(names)
     bindings = {f"other_{i}_b": 1.0 for i in range(3000)}
     graph = gradcli.compile(program)
-    t = time.perf_counter()
+    t = time.process_time()  # this process's CPU time: the machine's other load does not count
     with pytest.raises(BindingError) as e:
         engine.evaluate(graph, bindings)
-    took = time.perf_counter() - t
+    took = time.process_time() - t
     assert took < 1.0, took
     msg = str(e.value)
     assert msg.startswith("unbound variables: input_0_a, input_1_a")
@@ -295,9 +295,9 @@ def test_did_you_mean_still_suggests():
     with pytest.raises(BindingError, match=r"wieght \(did you mean the binding weight\?\)"):
         gradcli.evaluate("wieght * x", weight=1, x=2)
     pool = [f"name{i}" for i in range(10_000)] + ["learning_rate"]
-    t = time.perf_counter()
+    t = time.process_time()
     assert close_match("learning_rat", pool) == "learning_rate"
-    assert time.perf_counter() - t < 0.5
+    assert time.process_time() - t < 0.5
     assert close_match("x" * 1_000_000, pool) is None
 
 

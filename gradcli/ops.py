@@ -31,7 +31,9 @@ Printing: ``op.text(arg_texts, params)`` writes the op applied to its arguments'
 the language (``sum(x, axis=1, keepdims=true)``, ``a + b``, ``x[:, None]``); params equal to
 their default are left out.  It does not add parentheses: pass compound arguments already
 parenthesised.  The internal ops (``public`` False: ``index_grad``, ``moveaxis``,
-...) print as calls too, though the language does not take all of them.
+``swapaxes``) print as calls too, though the language does not take them; the symbolic
+derivative never shows them: :mod:`gradcli.simplify` makes each node of theirs in public ops
+(a transpose, concats and stacks with zeros), so every printed derivative reads back.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Tables that fit: the width to fit (--width, COLUMNS, the terminal), cells wrapped inside
 their column, colour on a terminal at any width, --color, labels cut with brackets balanced.
 
-Golden files (tests/golden/layout_*.txt) pin what a user reads at COLUMNS=60, 100 and 200;
+Golden files (tests/golden/layout_*.txt) pin what a user reads at COLUMNS=40, 60, 80, 100, 200;
 ``GRADCLI_UPDATE_GOLDEN=1 python -m pytest tests/test_layout.py`` rewrites them (read the
 diff before committing).
 """

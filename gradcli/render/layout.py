@@ -232,12 +232,15 @@ class _Plan:
     """How a table is drawn at a width: which columns, numbers in how many digits, the
     column widths (or ``records``), and the cells as lines."""
 
-    def __init__(self, keep, digits, widths=None, cells=None, records=False):
+    def __init__(self, keep, digits, widths=None, cells=None, records=False, natural=None):
         self.keep, self.digits, self.widths, self.cells = keep, digits, widths, cells
-        self.records = records
+        self.records, self.natural = records, natural
 
 
 def _cells(t, keep, digits):
+    """Every row's cells (of the columns kept) as lists of lines, numbers in ``digits``."""
+    if not t.has_numbers and len(keep) == len(t.columns):
+        return [[c.split("\n") for c in row] for row in t.rows]
     return [[_text_of(row[k], digits).split("\n") for k in keep] for row in t.rows]
 
 
@@ -291,7 +294,7 @@ def plan(t, limit):
     natural = _natural(heads, cells)
     gaps = len(GAP) * (len(heads) - 1)
     if limit is None or sum(natural) + gaps <= limit:
-        return _Plan(everything, DIGITS, natural, cells)
+        return _Plan(everything, DIGITS, natural, cells, natural=natural)
     levels = [(DIGITS, 0)] + [(d, 0) for d in SHORTER[:1]]
     optional = [heads.index(c) for c in t.optional if c in heads]
     levels += [(SHORTER[0], n) for n in range(1, len(optional) + 1)]
@@ -310,7 +313,8 @@ def plan(t, limit):
             wide = [max(f, min(n, w)) for f, n, w in zip(floors, natural, _words(cells))]
             if sum(wide) <= room:  # every word whole (up to 16 characters) when it fits
                 floors = wide
-            return _Plan(keep, digits, _fit(natural, sub, limit, floors=floors), cells)
+            return _Plan(keep, digits, _fit(natural, sub, limit, floors=floors), cells,
+                         natural=natural)
     return _record_plan(t, limit)
 
 
@@ -340,7 +344,7 @@ def _layout(t, limit):
     heads = [t.columns[k][0] for k in p.keep]
     just = [t.columns[k][1] for k in p.keep]
     widths = p.widths
-    natural = _natural(heads, p.cells)
+    natural = p.natural
     narrowed = [w < n for w, n in zip(widths, natural)]
 
     def fit(k, s):

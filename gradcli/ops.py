@@ -2066,13 +2066,16 @@ def _conv_ops(d):
                 f"dilation), output_padding making x's size",
                 f"conv{d}d of x with g (batch and channel axes swapped; stride and "
                 f"dilation exchanged)")
+    def conv_forward(x, w, *rest):  # (x, w, b, 4 params) or (x, w, 4 params)
+        return _conv_forward(x, w, rest[0] if len(rest) == 5 else None, *rest[-4:], d)
+
     with_bias = defop(
-        name, lambda x, w, b, s, p, a, gr: _conv_forward(x, w, b, s, p, a, gr, d), arity=3,
+        name, conv_forward, arity=3,
         argnames=("x", "w", "b"), vjps=(dx, dw, _conv_db(d)),
         formulas=formulas + ("sum(g) over all but the channel axis",),
         doc=f"cross-correlation, PyTorch's layout: {layout}; bias b optional", **common)
     no_bias = defop(
-        name, lambda x, w, s, p, a, gr: _conv_forward(x, w, None, s, p, a, gr, d), arity=2,
+        name, conv_forward, arity=2,
         argnames=("x", "w"), vjps=(dx, dw), listed=False,
         formulas=formulas, doc=with_bias.doc, **common)
     return with_bias, no_bias
@@ -2092,17 +2095,17 @@ def _conv_transpose_ops(d):
     formulas = (f"conv{d}d(g, w, stride, padding, dilation, groups)",
                 f"conv{d}d of g with x (batch and channel axes swapped; stride and "
                 f"dilation exchanged)")
+    def conv_transpose_forward(x, w, *rest):  # (x, w, b, 5 params) or (x, w, 5 params)
+        return _conv_transpose_forward(x, w, rest[0] if len(rest) == 6 else None, *rest[-5:],
+                                       d)
+
     with_bias = defop(
-        name, lambda x, w, b, s, p, o, gr, a: _conv_transpose_forward(x, w, b, s, p, o, gr,
-                                                                      a, d),
-        arity=3, argnames=("x", "w", "b"), vjps=(dx, dw, _conv_db(d)),
+        name, conv_transpose_forward, arity=3, argnames=("x", "w", "b"), vjps=(dx, dw, _conv_db(d)),
         formulas=formulas + ("sum(g) over all but the channel axis",),
         doc=f"transposed convolution (the gradient of conv{d}d with respect to its input), "
             f"PyTorch's layout: {layout}; bias b optional", **common)
     no_bias = defop(
-        name, lambda x, w, s, p, o, gr, a: _conv_transpose_forward(x, w, None, s, p, o, gr,
-                                                                   a, d),
-        arity=2, argnames=("x", "w"), vjps=(dx, dw), listed=False,
+        name, conv_transpose_forward, arity=2, argnames=("x", "w"), vjps=(dx, dw), listed=False,
         formulas=formulas, doc=with_bias.doc, **common)
     return with_bias, no_bias
 

@@ -5,7 +5,8 @@ that `gradcli eval` evaluates, with the same bindings, to what `gradcli grad` gi
 is checked for every entry of ``ops.BUILTINS`` (the internal ops through programs whose
 gradient rules use them), through the real `eval` command; then each derivative is
 differentiated again (its own printed derivative read back too), which covers the rules of
-the ops that first derivatives are made of (conv_transpose, index with a step, ...).
+the ops that first derivatives are made of (conv_transpose, index with a step, ...).  The
+NumPy module of ``diff --format python`` is checked against grad as well.
 """
 from __future__ import annotations
 
@@ -159,6 +160,7 @@ def test_printed_derivative_reads_back(key, expr):
         name = key.split("/")[0]
         assert _uses(program, bindings, name), f"{program} does not use {name}"
     texts = _round_trip(program, bindings)
+    _as_numpy_module(program, bindings)
     # and once more: each derivative's own derivative reads back too
     for name, text in texts.items():
         lines = text.splitlines()
@@ -169,6 +171,23 @@ def test_printed_derivative_reads_back(key, expr):
         if not used - {"w_"}:
             continue  # a constant derivative: nothing to differentiate
         _round_trip(second, {k: v for k, v in {**bindings, "w_": w}.items() if k in used})
+
+
+def _as_numpy_module(program, bindings):
+    """diff --format python's module gives grad's numbers too; LaTeX prints."""
+    import types
+
+    d = gradcli.diff(program, bindings)
+    source = d.program.python(list(bindings), d.output_name)
+    mod = types.ModuleType("grad_f")
+    exec(compile(source, "grad_f.py", "exec"), mod.__dict__)
+    got = mod.gradient(*bindings.values())
+    got = got if isinstance(got, tuple) else (got,)
+    ref = gradcli.grad(program, bindings).gradients
+    for g, name in zip(got, ref):
+        np.testing.assert_allclose(np.broadcast_to(g, ref[name].shape), ref[name], rtol=RTOL,
+                                   atol=ATOL, err_msg=f"NumPy module, d/d{name}")
+    assert d.program.latex("f").startswith("\\begin{aligned}")
 
 
 def _uses(program, bindings, name):

@@ -1,9 +1,10 @@
-"""``check --format json`` written column by column (orjson), and ``--results problems``.
+"""``check --format json`` and ``csv`` written column by column, and ``--results problems``.
 
 What is checked: the fast writer gives the same JSON document as building a dict per
 element and ``json.dumps`` (GRADCLI_NO_ORJSON=1 takes that path) for every kind of report:
 kinks with their records, nan and inf, a Jacobian, --order 2, Richardson's estimates, empty
-inputs, --fast, --taylor; its grades are those of fdiff.grades for any error and status;
+inputs, --fast, --taylor; the CSV is the same text as a csv.writer row per record; the
+grades written are those of fdiff.grades for any error and status;
 a 40,000-element report has a record per element in C order; ``--results problems`` keeps
 every failing and kink record whole, counts the others in "omitted" and says so on stderr,
 for JSON and CSV, and is refused where it means nothing.
@@ -53,6 +54,31 @@ def test_the_fast_writer_writes_the_same_document(program, values, options, monk
             return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
         assert strict(fast) == strict(slow)
         assert list(strict(fast)) == list(strict(slow))  # the keys in the same order
+
+
+def csv_by_records(report, problems):
+    """The CSV as a csv.writer row per record of checkreport.rows (what as_csv wrote)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = ["wrt", "index", "analytic", "numeric", "abs_err", "rel_err", "status"]
+    if report.jacobian or report.order == 2:
+        cols.insert(1, "output_index")
+    if report.order == 2:
+        cols.insert(1, "of")
+    w.writerow(cols)
+    for d in checkreport.rows(report, problems):
+        w.writerow([",".join(map(str, d[c])) if isinstance(d.get(c), list) else d.get(c)
+                    for c in cols])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("program, values, options",
+                         [c for c in CASES if not {"fast", "taylor"} & set(c[2])])
+def test_the_csv_written_by_columns_is_the_same_text(program, values, options):
+    r = gradcli.check(program, **values, **options)
+    for problems in (False, True):
+        got = checkreport.as_csv(r, results="problems" if problems else "all")
+        assert got == csv_by_records(r, problems)
 
 
 def test_the_grades_written_are_fdiffs_for_any_error_and_status():

@@ -186,11 +186,12 @@ def ops_rows(report):
                      [{"index": list(i)} for i in np.ndindex(tuple(r["shape"]))])
             for pos, place in enumerate(where):
                 err = abs(a[pos] - n[pos])
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    rel = err / max(abs(a[pos]), abs(n[pos]), report.atol)
                 out.append({"op": o["name"], "wrt": r["name"], **place,
                             "analytic": to_json(a[pos]), "numeric": to_json(n[pos]),
                             "abs_err": to_json(err),
-                            "rel_err": to_json(err / max(abs(a[pos]), abs(n[pos]),
-                                                         report.atol)),
+                            "rel_err": to_json(rel),
                             "status": r["status"]})
     return out
 
@@ -211,17 +212,87 @@ def as_csv(report, **options):
         data = report.projections
         cols = ["wrt", "projection", "analytic", "numeric", "abs_err", "rel_err", "status"]
     else:
-        data = rows(report, options.get("results") == "problems")
         cols = ["wrt", "index", "analytic", "numeric", "abs_err", "rel_err", "status"]
         if report.jacobian or report.order == 2:
             cols.insert(1, "output_index")
         if report.order == 2:
             cols.insert(1, "of")
+        w.writerow(cols)
+        problems = options.get("results") == "problems"
+        return buf.getvalue() + "".join(_csv_rows(ic, cols, problems) for ic in report.inputs)
     w.writerow(cols)
     for d in data:
         w.writerow([",".join(map(str, d[c])) if isinstance(d.get(c), list) else d.get(c)
                     for c in cols])
     return buf.getvalue()
+
+
+def _csv_cell(text):
+    """One CSV field as csv.writer writes it (quoted when it holds a comma, quote or line
+    end)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow([text, ""])
+    return buf.getvalue()[:-1]
+
+
+def _csv_indices(shape, flat=None):
+    """Each element's index as its CSV field (``"3,4"``, ``3``, or empty for a scalar)."""
+    n = int(np.prod(shape)) if shape else 1
+    m = n if flat is None else len(flat)
+    if not shape:
+        return [""] * m
+    if m == 0:
+        return []
+    coords = np.unravel_index(np.arange(n) if flat is None else np.asarray(flat), shape)
+    parts = [c.astype(str).tolist() for c in coords]
+    if len(parts) == 1:
+        return parts[0]
+    return ['"' + ",".join(t) + '"' for t in zip(*parts)]
+
+
+def _csv_numbers(a):
+    """Each number as csv.writer writes the JSON value: repr, and nan, inf, -inf."""
+    return list(map(float.__repr__, np.ravel(a).astype(np.float64).tolist()))
+
+
+def _csv_rows(ic, cols, problems_only):
+    """One input's CSV rows (the columns of :func:`as_csv`), column by column: the same
+    text as a csv.writer row per record of :func:`rows`."""
+    n_in = int(np.prod(ic.shape)) if ic.shape else 1
+    status = ic.status.reshape(-1)
+    sel = np.flatnonzero(status != "ok") if problems_only else None
+    if sel is not None and not sel.size:
+        return ""
+
+    def pick(a):
+        a = np.reshape(a, -1)
+        return a if sel is None else a[sel]
+    m = status.size if sel is None else sel.size
+    fields = []
+    for c in cols:
+        if c == "wrt":
+            fields.append([_csv_cell(ic.name)] * m)
+        elif c == "of":
+            of = getattr(ic, "of", None)
+            fields.append([_csv_cell(of) if of is not None else ""] * m)
+        elif c == "output_index":
+            if ic.out_shape is None:
+                fields.append([""] * m)
+            else:
+                flat = np.arange(status.size) if sel is None else sel
+                fields.append(_csv_indices(tuple(ic.out_shape), flat // n_in))
+        elif c == "index":
+            flat = np.arange(status.size) if sel is None else sel
+            fields.append(_csv_indices(ic.shape, flat % n_in))
+        elif c == "status":
+            fields.append(pick(status).tolist())
+        else:
+            fields.append(_csv_numbers(pick(getattr(ic, {"analytic": "analytic",
+                                                           "numeric": "numeric",
+                                                           "abs_err": "abs_err",
+                                                           "rel_err": "rel_err"}[c]))))
+    line = ",".join(["%s"] * len(cols)) + "\n"
+    return "".join([line % t for t in zip(*fields)])
 
 
 # ---------------------------------------------------------------- the table

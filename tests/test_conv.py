@@ -277,3 +277,15 @@ def test_diff_prints_conv_gradients_as_conv_transpose_and_conv():
     for name, want in (("x", [[[1, 3, 3, 2]]]), ("w", [[[6, 9]]])):
         got = gradcli.evaluate(d.text[name], x=[[[1, 2, 3, 4]]], w=[[[1, 2]]]).value
         np.testing.assert_allclose(got, want)
+
+
+@pytest.mark.parametrize("program, bindings", [
+    ("sum(tanh(conv1d(x, w, dilation=2, groups=2)))",
+     ["x=[[[0.1,0.5,-0.3,0.2,0.9],[0.3,-0.2,0.4,0.1,-0.5]]]", "w=[[[0.5,-0.2]],[[0.3,0.7]]]"]),
+    ("sum(sin(conv_transpose1d(x, w, stride=2, output_padding=1)))",
+     ["x=[[[0.1,0.5,-0.3]]]", "w=[[[0.5,-0.2]]]"]),
+])
+def test_second_derivatives_pass_check_order_2(program, bindings):
+    r = cli("check", "--order", "2", program, *bindings)
+    assert r.code == 0, r.out + r.err
+    assert "PASS" in r.out

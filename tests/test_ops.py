@@ -1326,7 +1326,9 @@ def test_bad_shapes_are_clear_errors_with_a_caret(expr, shapes, words):
     "leaky_relu(x, negative_slope=0.2)", 'gelu(x, approximate="tanh")', "max(x, axis=1)",
     'einsum("ij,j->i", x, y)', "reshape(x, (2, -1))", "transpose(x, axes=(1, 0))",
     "x[:, None]", "x[1:, ::2]", "x[..., 0]", "concat(x, y, axis=1)", "cumsum(x, 0)",
-    "conv2d(x, y, stride=2, padding=1)", "x < y", "where(x, y, x)", "softmax(x)",
+    "conv2d(x, y, stride=2, padding=1)", "conv1d(x, y, dilation=2, groups=3)",
+    "conv_transpose2d(x, y, stride=2, output_padding=1, groups=2, dilation=(1, 2))",
+    "conv_transpose1d(x, y, x, stride=2, padding=1)", 'einsum("ii->i", x)', "adjugate(x)", "x < y", "where(x, y, x)", "softmax(x)",
     "clip(x, y, x)", "-x", "x @ y", "tril(x, diagonal=-1)", "unsqueeze(x, 0)",
 ])
 def test_every_op_prints_back_to_the_same_program(program):

@@ -56,7 +56,8 @@ class Param:
     ``kind`` says which constants it takes (``convert`` checks and normalises them):
     ``int``, ``axis`` (an integer, or None where that is the default), ``axes`` (an integer,
     a tuple of them or None), ``shape`` (a tuple of integers), ``perm`` (a tuple or None),
-    ``ints`` (an integer or a tuple of them: conv's stride and padding), ``bool``, ``number``,
+    ``ints`` (an integer or a tuple of them: conv's stride), ``padding`` (the same, or the
+    string "same" or "valid"), ``bool``, ``number``,
     ``str`` (one of ``choices`` if given), ``key`` (internal: an index).
     """
 
@@ -90,7 +91,12 @@ class Param:
             if isinstance(v, tuple):
                 return tuple(_whole(a, "whole numbers") for a in v)
             return (_whole(v, "a tuple of whole numbers such as (2, -1)"),)
-        if k == "ints":
+        if k == "padding" and isinstance(v, _Str):  # conv's padding="same" / "valid"
+            if str(v) not in ("same", "valid"):
+                raise ValueError(f'a whole number, a tuple of them, "same" or "valid", '
+                                 f'not "{v}"')
+            return str(v)
+        if k in ("ints", "padding"):
             if isinstance(v, tuple):
                 return tuple(_whole(a, "whole numbers") for a in v)
             return _whole(v, "a whole number or a tuple of them")
@@ -1834,8 +1840,15 @@ def _conv_check(name, x, w, stride, padding, dilation, groups, d, transposed=Fal
     if len(sw) != d + 2:
         raise ValueError(f"w must be {wl}, got shape {sw}")
     stride = _tuple_of(stride, d, name, "stride")
-    padding = _tuple_of(padding, d, name, "padding")
     dilation = _tuple_of(dilation, d, name, "dilation")
+    if padding == "valid":
+        padding = 0
+    elif padding == "same":  # PyTorch's: stride 1, the extra zero (if odd) at the end
+        if any(st != 1 for st in stride):
+            raise ValueError(f'{name}: padding="same" needs stride 1, got stride {stride} '
+                             f'(as PyTorch)')
+        padding = tuple(a * (k - 1) // 2 for a, k in zip(dilation, sw[2:]))
+    padding = _tuple_of(padding, d, name, "padding")
     out_pad = _tuple_of(output_padding, d, name, "output_padding")
     if any(s < 1 for s in stride) or any(p < 0 for p in padding) or \
             any(a < 1 for a in dilation) or any(o < 0 for o in out_pad):
@@ -1888,11 +1901,21 @@ def _windows(x, kernel, stride, dilation):
         tuple(st * s for st, s in zip(strides[-d:], stride)), writeable=False)
 
 
+def _same_extra(padding, dilation, kernel):
+    """padding="same" with an odd total (an even kernel): one more zero at the end of each
+    such axis, as PyTorch; else zeros."""
+    if padding != "same":
+        return (0,) * len(kernel)
+    return tuple(a * (k - 1) % 2 for a, k in zip(dilation, kernel))
+
+
 def _conv_forward(x, w, b, stride, padding, dilation, groups, d):
+    extra_pad = padding
     kernel, stride, padding, dilation, _ = _conv_check(
         f"conv{d}d", x, w, stride, padding, dilation, groups, d)
-    if any(padding):
-        x = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
+    extra = _same_extra(extra_pad, dilation, kernel)
+    if any(padding) or any(extra):
+        x = np.pad(x, [(0, 0), (0, 0)] + [(p, p + e) for p, e in zip(padding, extra)])
     cols = _windows(x, kernel, stride, dilation)                  # (N, C, *k, *out)
     c, o = np.shape(x)[1], np.shape(w)[0]
     cg, og = c // groups, o // groups
@@ -1965,21 +1988,30 @@ def _conv_weight_grad(x, g, kernel, stride, padding, dilation, groups, d):
 
 
 def _conv_vjps(d):
-    def dx(g, out, x, w, *rest):
+    def setup(x, w, rest):
         stride, padding, dilation, groups = rest[-4:]
+        extra = padding
         kernel, stride, padding, dilation, _ = _conv_check(
             f"conv{d}d", x, w, stride, padding, dilation, groups, d)
+        extra = _same_extra(extra, dilation, kernel)
+        sp = np.shape(x)[2:]
+        # x with padding="same"'s extra zeros at the end: what the convolution slides over
+        key = (slice(None), slice(None)) + tuple(slice(None, n) for n in sp)
+        wide = tuple(n + e for n, e in zip(sp, extra))
+        return kernel, stride, padding, dilation, groups, extra, key, wide
+
+    def dx(g, out, x, w, *rest):
+        kernel, stride, padding, dilation, groups, extra, key, wide = setup(x, w, rest)
         out_pad = tuple(n + 2 * p - ((m - 1) * s + a * (k - 1) + 1) for n, p, m, s, a, k in
-                        zip(np.shape(x)[2:], padding, np.shape(g)[2:], stride, dilation,
-                            kernel))
+                        zip(wide, padding, np.shape(g)[2:], stride, dilation, kernel))
         convt = conv_transpose1d_nobias if d == 1 else conv_transpose2d_nobias
-        return convt(g, w, _one(stride), _one(padding), _one(out_pad), groups,
-                     _one(dilation))
+        r = convt(g, w, _one(stride), _one(padding), _one(out_pad), groups, _one(dilation))
+        return index(r, key) if any(extra) else r
 
     def dw(g, out, x, w, *rest):
-        stride, padding, dilation, groups = rest[-4:]
-        kernel, stride, padding, dilation, _ = _conv_check(
-            f"conv{d}d", x, w, stride, padding, dilation, groups, d)
+        kernel, stride, padding, dilation, groups, extra, key, wide = setup(x, w, rest)
+        if any(extra):
+            x = index_grad(x, key, tuple(np.shape(x)[:2]) + wide)
         return _conv_weight_grad(x, g, kernel, _one(stride), _one(padding), _one(dilation),
                                  groups, d)
     return dx, dw
@@ -2054,7 +2086,7 @@ def _batch_conv(d, transposed):
 
 def _conv_ops(d):
     name = f"conv{d}d"
-    params = (Param("stride", 1, "ints"), Param("padding", 0, "ints"),
+    params = (Param("stride", 1, "ints"), Param("padding", 0, "padding"),
               Param("dilation", 1, "ints"), Param("groups", 1, "int"))
     layout = "x (N, C, L), w (out, C / groups, k)" if d == 1 else \
         "x (N, C, H, W), w (out, C / groups, kh, kw)"

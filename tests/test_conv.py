@@ -289,3 +289,27 @@ def test_second_derivatives_pass_check_order_2(program, bindings):
     r = cli("check", "--order", "2", program, *bindings)
     assert r.code == 0, r.out + r.err
     assert "PASS" in r.out
+
+
+@pytest.mark.parametrize("k, dilation", [(3, 1), (2, 1), (4, 1), (2, 3), (3, 2)])
+def test_padding_same_keeps_the_size_with_the_odd_zero_at_the_end(k, dilation):
+    x, w = RNG.normal(size=(2, 2, 7)), RNG.normal(size=(3, 2, k))
+    got = gradcli.evaluate(f'conv1d(x, w, padding="same", dilation={dilation})', x=x, w=w).value
+    total = dilation * (k - 1)
+    xp = np.pad(x, [(0, 0), (0, 0), (total // 2, total - total // 2)])  # PyTorch's split
+    np.testing.assert_allclose(got, direct_conv(xp, w, dilation=dilation), rtol=1e-12)
+    assert got.shape == (2, 3, 7)
+    valid = gradcli.evaluate('conv1d(x, w, padding="valid")', x=x, w=w).value
+    np.testing.assert_allclose(valid, direct_conv(x, w), rtol=1e-12)
+    _fd(f'sum(conv1d(x, w, padding="same", dilation={dilation}) * c)',
+        dict(x=x, w=w, c=RNG.normal(size=got.shape)))
+
+
+@pytest.mark.parametrize("program, words", [
+    ('conv1d(x, w, stride=2, padding="same")', 'padding="same" needs stride 1, got stride (2,)'),
+    ('conv1d(x, w, padding="full")', 'a whole number, a tuple of them, "same" or "valid", '
+                                     'not "full"'),
+])
+def test_padding_strings_are_checked(program, words):
+    r = cli("eval", program, "x=[[[1,2,3,4]]]", "w=[[[1,2]]]")
+    assert r.code == 2 and words in r.err, r.err

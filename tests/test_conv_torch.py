@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 import gradcli
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch,
+              pytest.mark.filterwarnings("ignore:Using padding='same'")]  # torch's own note
 
 RNG = np.random.default_rng(11)
 
@@ -46,6 +47,25 @@ def test_conv_equals_torch(d, stride, padding, dilation, groups):
     text = f"conv{d}d(x, w, b, {stride}, {padding}, {dilation}, {groups})"
     r = gradcli.grad(f"sum({text} * c)", x=x, w=w, b=b, c=c)
     np.testing.assert_allclose(gradcli.evaluate(text, x=x, w=w, b=b).value, ref, atol=1e-10)
+    for name, want in zip("xwb", grads):
+        np.testing.assert_allclose(r.gradients[name], want, rtol=1e-10, atol=1e-10,
+                                   err_msg=f"{text}: d/d{name}")
+
+
+@pytest.mark.parametrize("d, padding, dilation, groups, k", [
+    (d, p, a, g, k) for d in (1, 2) for p in ("same", "valid") for a in (1, 2, 3)
+    for g in (1, 2) for k in (2, 3, 4) if a * (k - 1) < 8])  # the dilated kernel fits
+def test_padding_same_and_valid_equal_torch(d, padding, dilation, groups, k):
+    sp, kk = ((11,), (k,)) if d == 1 else ((9, 8), (k, 2))
+    x, w = RNG.normal(size=(2, 4) + sp), RNG.normal(size=(4, 4 // groups) + kk)
+    b = RNG.normal(size=4)
+    fn = getattr(F, f"conv{d}d")
+    ref, _ = _torch_grads(lambda *t: fn(*t, 1, padding, dilation, groups), (x, w, b), 0.0)
+    c = RNG.normal(size=ref.shape)
+    ref, grads = _torch_grads(lambda *t: fn(*t, 1, padding, dilation, groups), (x, w, b), c)
+    text = f'conv{d}d(x, w, b, padding="{padding}", dilation={dilation}, groups={groups})'
+    np.testing.assert_allclose(gradcli.evaluate(text, x=x, w=w, b=b).value, ref, atol=1e-10)
+    r = gradcli.grad(f"sum({text} * c)", x=x, w=w, b=b, c=c)
     for name, want in zip("xwb", grads):
         np.testing.assert_allclose(r.gradients[name], want, rtol=1e-10, atol=1e-10,
                                    err_msg=f"{text}: d/d{name}")

@@ -353,6 +353,8 @@ def _nn_cases():
         for extra, wshape in [(", dilation=2", (4, 4) + ws[2:]),
                               (", groups=2", (6, 2) + ws[2:]),
                               (", stride=2, padding=1, dilation=2, groups=4", (4, 1) + ws[2:]),
+                              (', padding="same", dilation=2', (4, 4) + ws[2:]),
+                              (', padding="valid", groups=2', (2, 2) + ws[2:]),
                               (", 1, 1, 2, 2", (2, 2) + ws[2:])]:  # positional after b
             wg = rng.normal(size=wshape)
             if "=" in extra:

@@ -86,7 +86,8 @@ SAMPLES = {
     "logsumexp/1": ["logsumexp(M, axis=0, keepdims=true)"],
     "conv1d/3": ["conv1d(X1, W1, b4, stride=2, padding=1, dilation=2, groups=2)"],
     "conv1d/2": ["conv1d(X1, W1, groups=2)", "conv1d(X1, W1[:, :1], groups=4, stride=3)"],
-    "conv2d/3": ["conv2d(X2, W2, b4, padding=(1, 0), groups=2)"],
+    "conv2d/3": ["conv2d(X2, W2, b4, padding=(1, 0), groups=2)",
+                 'conv2d(X2, W2, b4, padding="same", dilation=(1, 3), groups=2)'],
     "conv2d/2": ["conv2d(X2, W2, stride=2, dilation=(2, 1), groups=2)"],
     "conv_transpose1d/3": ["conv_transpose1d(Y1, V1, b6, stride=2, output_padding=1, "
                            "groups=2)"],

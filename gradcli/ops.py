@@ -1562,9 +1562,11 @@ def _einsum_diagonal(r, keep, target, shape, terms):
 
 einsum = defop("einsum", _einsum, arity=None, lead=1, vjps=_EinsumVjps(),
                params=(Param("subscripts", REQUIRED, "str"),), argnames=("a", "b", "..."),
-               formulas=("an einsum of g with the other operands",),
+               formulas=("an einsum of g with the other operands (put back on the diagonal "
+                         "for a letter repeated in the item)",),
                torch="torch.einsum(subscripts, a, b, ...)",
-               doc="Einstein summation: einsum(\"ij,jk->ik\", a, b)")
+               doc="Einstein summation: einsum(\"ij,jk->ik\", a, b); a letter repeated in "
+                   "one operand takes its diagonal (\"ii->i\")")
 
 
 # -- matrices

@@ -13,11 +13,31 @@ from click.testing import CliRunner
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_TERMINAL_ENV = ("COLUMNS", "LINES")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """(pytest-xdist, in the controller) A worker is told the terminal variables of the run."""
+    node.workerinput["gradcli_terminal_env"] = {k: os.environ.get(k) for k in _TERMINAL_ENV}
+
+
 def pytest_configure(config):
-    """With PYTHONDONTWRITEBYTECODE set, nothing caches gradcli's bytecode, so every gradcli
-    the tests start as a process (hundreds) compiles the package again, ops.py and all: about
-    a tenth of a second each.  Compile it once here, before the workers start."""
-    if sys.flags.dont_write_bytecode and not hasattr(config, "workerinput"):
+    """In a pytest-xdist worker: COLUMNS and LINES as in the run that started it (a worker
+    finds COLUMNS=80 LINES=24 set, which would narrow every table gradcli prints there and in
+    the processes it starts).
+
+    With PYTHONDONTWRITEBYTECODE set, nothing caches gradcli's bytecode, so every gradcli the
+    tests start as a process (hundreds) compiles the package again, ops.py and all: about a
+    tenth of a second each.  Compile it once here, before the workers start."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        for k, v in worker.get("gradcli_terminal_env", {}).items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    elif sys.flags.dont_write_bytecode:
         compile_package("gradcli")
 
 

@@ -182,7 +182,11 @@ def test_every_table_command_fits_numbers_whole(args, width):
     for m in printed:
         float(m)
     if args[0] not in ("eval", "grad", "hessian"):  # these may shorten; the others are text
-        assert Counter(printed) == Counter(TOKEN.findall(wide.out))
+        wide_numbers = Counter(TOKEN.findall(wide.out))
+        if "(fitted to the width: without the" in narrow.out:  # a check table's abs err, grade
+            assert Counter(printed) <= wide_numbers and args[0] == "check"
+        else:
+            assert Counter(printed) == wide_numbers
 
 
 @given(st.data(), st.sampled_from([(), (0,), (1,), (3,), (9,), (2, 2), (2, 5), (1, 2, 3),

@@ -299,7 +299,9 @@ def _csv_rows(ic, cols, problems_only):
 
 def _new_table(cols):
     left = ("index", "grade", "status", "wrt", "op", "input", "output", "")
-    return Table(*[(c, "left" if c in left else "right") for c in cols])
+    # at a narrow width the absolute error and the grade go first (rel err and status stay)
+    return Table(*[(c, "left" if c in left else "right") for c in cols],
+                 optional=("abs err", "grade"))
 
 
 _STATUS_STYLE = {"ok": "green", "fail": "bold red", "kink": "yellow"}

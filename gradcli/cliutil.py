@@ -212,7 +212,19 @@ def _is_binding(text):
     if not m:
         return False
     value = m.group(2)
-    if value.startswith(("@", "[")):
+    if "\n" in value or ";" in value:  # more statements follow: a program (h = [x, 1]; h * 2)
+        return False
+    if value.startswith("@"):
+        return True
+    if value.startswith("["):  # a list of numbers; [x, 1] is a program's array of names
+        from .errors import GradcliError
+        from .values import parse_value
+
+        try:
+            parse_value(value)
+        except GradcliError:
+            return not re.search(r"[^\W\d]", re.sub(r"(?i)\b(nan|inf|infinity|e)\b|\d[eE]", "",
+                                                    value))
         return True
     try:
         float(value)

@@ -240,7 +240,9 @@ class _Plan:
 def _cells(t, keep, digits):
     """Every row's cells (of the columns kept) as lists of lines, numbers in ``digits``."""
     if not t.has_numbers and len(keep) == len(t.columns):
-        return [[c.split("\n") for c in row] for row in t.rows]
+        # (a cell may be a Cell without numbers: an empty array's [])
+        return [[(c if c.__class__ is str else _text_of(c, digits)).split("\n") for c in row]
+                for row in t.rows]
     return [[_text_of(row[k], digits).split("\n") for k in keep] for row in t.rows]
 
 

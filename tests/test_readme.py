@@ -67,17 +67,23 @@ def shell(cmd, cwd):
 
 TRANSCRIPTS = transcripts()
 
-# The transcripts run in the README's order on one pytest-xdist worker (--dist loadgroup): a
-# command may read what one before it wrote (descend --save then --resume, a .npz then the
-# batch that reads it).
-pytestmark = pytest.mark.xdist_group("readme")
+# The transcripts run in the README's order on one pytest-xdist worker (--dist loadfile keeps a
+# file's tests together, in order): a command may read what one before it wrote (descend --save
+# then --resume, a .npz then the batch that reads it).
 
 
 @pytest.fixture(scope="session")
-def scratch(tmp_path_factory):
+def scratch():
     """Where the transcripts' /tmp/... files go: this run's own directory, so two runs at once
-    (or another test run on the machine) never read or overwrite each other's files."""
-    return str(tmp_path_factory.mktemp("readme-tmp"))
+    (or another test run on the machine) never read or overwrite each other's files.  Not
+    under pytest's basetemp: a later pytest run removes all but the newest three of those,
+    even while this run still reads them."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="gradcli-readme-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def own_tmp(text, scratch):

@@ -1473,7 +1473,7 @@ def _einsum_explicit(subscripts, xs):
         named = len(t.replace(".", ""))
         nd = np.ndim(x)
         if ("." in t and nd < named) or ("." not in t and nd != named):
-            raise ValueError(f"operand {k + 1} has shape {np.shape(x)} ({nd} axis{'es' * (nd != 1)}) "
+            raise ValueError(f"operand {k + 1} has shape {np.shape(x)} ({nd} {'axis' if nd == 1 else 'axes'}) "
                              f"but its subscripts {t.replace('.', '...')!r} name {named}")
         if "." in t:
             n_ell = max(n_ell, nd - named)
@@ -1847,18 +1847,18 @@ def _conv_check(name, x, w, stride, padding, dilation, groups, d, transposed=Fal
         padding = 0
     elif padding == "same":  # PyTorch's: stride 1, the extra zero (if odd) at the end
         if any(st != 1 for st in stride):
-            raise ValueError(f'{name}: padding="same" needs stride 1, got stride {stride} '
+            raise ValueError(f'padding="same" needs stride 1, got stride {stride} '
                              f'(as PyTorch)')
         padding = tuple(a * (k - 1) // 2 for a, k in zip(dilation, sw[2:]))
     padding = _tuple_of(padding, d, name, "padding")
     out_pad = _tuple_of(output_padding, d, name, "output_padding")
     if any(s < 1 for s in stride) or any(p < 0 for p in padding) or \
             any(a < 1 for a in dilation) or any(o < 0 for o in out_pad):
-        raise ValueError(f"{name}: stride and dilation must be >= 1, padding and "
+        raise ValueError(f"stride and dilation must be >= 1, padding and "
                          f"output_padding >= 0 (got stride={stride}, padding={padding}, "
                          f"dilation={dilation})")
     if isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{name}: groups must be a whole number >= 1, got {groups}")
+        raise ValueError(f"groups must be a whole number >= 1, got {groups}")
     if sx[1] % groups:
         raise ValueError(f"x has {sx[1]} channels (shape {sx}), not divisible by "
                          f"groups={groups}")
@@ -1868,7 +1868,7 @@ def _conv_check(name, x, w, stride, padding, dilation, groups, d, transposed=Fal
                              f"takes {sw[0]}: w is {wl}")
         for o, s, a in zip(out_pad, stride, dilation):
             if o >= s and o >= a:
-                raise ValueError(f"{name}: output_padding {out_pad} must be smaller than "
+                raise ValueError(f"output_padding {out_pad} must be smaller than "
                                  f"the stride {stride} or the dilation {dilation}")
     else:
         if sw[0] % groups:

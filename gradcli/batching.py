@@ -44,7 +44,7 @@ import numpy as np
 
 from . import ops as oplib
 from .errors import BindingError, EvalError, GradcliError, clip, did_you_mean, name_list
-from .values import is_number
+from .values import is_number, orjson
 
 __all__ = ["batch", "Kernel", "BatchResult", "iter_chunks", "open_points", "Points",
            "BadRow", "sweep_points", "parse_sweep", "Writer", "writer_for", "CHUNK",
@@ -1827,7 +1827,7 @@ class _CsvPoints(_TextPoints):
                 return None
         flat = None
         if not body.translate(None, _NUMBER_BYTES):  # only digits, signs, e, commas
-            oj = _orjson()
+            oj = orjson()
             if oj is not None:
                 try:
                     flat = np.array(oj.loads(b"[" + body[:-1].replace(b"\n", b",") + b"]"),
@@ -1988,11 +1988,8 @@ def _json_rows(lines):
     text = "[" + ",".join(line for line in lines if line.strip()) + "]"
     if len(text) > 2 and any(not line.strip() for line in lines):
         raise ValueError  # blank lines: line numbers need the careful path
-    try:
-        import orjson
-    except ImportError:
-        return json.loads(text)
-    return orjson.loads(text)
+    oj = orjson()
+    return json.loads(text) if oj is None else oj.loads(text)
 
 
 class _ArrayPoints(Points):
@@ -2206,16 +2203,6 @@ def sweep_points(specs, chunk_size=CHUNK):
 
 # ================================================================ writing results
 
-def _orjson():
-    if os.environ.get("GRADCLI_NO_ORJSON"):
-        return None
-    try:
-        import orjson
-    except ImportError:
-        return None
-    return orjson
-
-
 def _matrix(res, columns):
     """The chunk's columns as one (B, k) float64 matrix (arrays flattened per point)."""
     parts = []
@@ -2230,7 +2217,7 @@ def _csv_bytes(mat):
     (``repr``), non-finite values as nan, inf, -inf."""
     if mat.shape[0] == 0:
         return b""
-    oj = _orjson()
+    oj = orjson()
     if oj is not None and mat.dtype in (np.float64, np.float32):
         body = _orjson_fields(oj, mat, (b"nan", b"inf", b"-inf"))
         return body[2:-2].replace(b"],[", b"\n") + b"\n"
@@ -2262,7 +2249,7 @@ def _orjson_fields(oj, mat, tokens):
 def _json_fields(mat):
     """Each number of a matrix as JSON text (nan and inf as strings), in C order."""
     quoted = (b'"nan"', b'"inf"', b'"-inf"')
-    oj = _orjson()
+    oj = orjson()
     if oj is not None and mat.dtype in (np.float64, np.float32):
         text = _orjson_fields(oj, mat, quoted)
         if mat.ndim == 2:

@@ -424,6 +424,20 @@ def _first_line(e):
 _NONFINITE_TEXT = {math.inf: "inf", -math.inf: "-inf"}
 
 
+def orjson():
+    """The orjson module (JSON in C) when installed and not switched off by
+    GRADCLI_NO_ORJSON, else None: the batch and check writers' fast path."""
+    import os
+
+    if os.environ.get("GRADCLI_NO_ORJSON"):
+        return None
+    try:
+        import orjson as module
+    except ImportError:
+        return None
+    return module
+
+
 def to_json(value):
     """An array as JSON: a number for a scalar, nested lists otherwise; nan/inf as strings."""
     if isinstance(value, (float, np.floating)) or (isinstance(value, np.ndarray)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ..fdiff import _GRADES as _FDIFF_GRADES, status_grade
-from ..values import to_json
+from ..values import orjson, to_json
 from . import text as fmt
 from .layout import Line, Styled, Table
 
@@ -710,7 +710,7 @@ def json_text(report, **options):
     are written column by column (:func:`_results_json`): a million records in about a
     second, where building a dict per element and ``json.dumps`` took tens of seconds."""
     results = options.get("results") or "all"
-    oj = _orjson()
+    oj = orjson()
     if oj is None or getattr(report, "ops", None) is not None:
         import json
 
@@ -730,18 +730,6 @@ def json_text(report, **options):
 
 #: a placeholder for the results in the head of the report (no report string holds it)
 _HOLE = "\x00gradcli check results\x00"
-
-
-def _orjson():
-    import os
-
-    if os.environ.get("GRADCLI_NO_ORJSON"):
-        return None
-    try:
-        import orjson
-    except ImportError:
-        return None
-    return orjson
 
 
 def _number_fields(oj, a):
